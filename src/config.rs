@@ -1,0 +1,585 @@
+//! What a run is: the spec a user writes in TOML, layered with figment.
+//!
+//! Layers, lowest first: built-in defaults (the seed notebook's settings) <
+//! the spec file < environment (`RUNNER_TRAIN__LR=0.01`) < command line
+//! (`--set train.lr=0.01`). Unknown keys and wrong types are errors, and so
+//! is every out-of-range value; each error names the key and where the value
+//! came from (file and line, environment variable, or `--set`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// One fully resolved run: every key has a value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    /// Experiment name: results go to `<results>/<name>/<run-id>/`.
+    pub name: String,
+    pub data: DataConfig,
+    pub model: ModelConfig,
+    pub train: TrainConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Dataset {
+    Mnist,
+    FashionMnist,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// "mnist" or "fashion-mnist" (both IDX sets of 28x28 grey images, 10 classes).
+    pub dataset: Dataset,
+    /// Folder holding the four IDX files (gzipped or raw).
+    pub dir: PathBuf,
+    /// Fetch missing files from the public mirrors (checksums verified).
+    pub download: bool,
+    /// Mirror to fetch from instead of the built-in list (ends with `/`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// Use only the first N training images.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit_train: Option<usize>,
+    /// Use only the first N test images.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit_test: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    Sigmoid,
+    Relu,
+    Tanh,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    Avg,
+    Max,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// Activation after c1 and c3.
+    pub activation: Activation,
+    /// Pooling in s2 and s4 (2x2, stride 2).
+    pub pooling: Pooling,
+    /// Also apply the activation after c5 and f6 (the seed has none there).
+    pub activate_c5_f6: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceChoice {
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    /// Batch size for evaluation (no gradients: larger is faster).
+    pub eval_batch_size: usize,
+    pub lr: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    /// StepLR: multiply the lr by `gamma` every `step_size` epochs.
+    pub step_size: usize,
+    pub gamma: f64,
+    pub seed: u64,
+    pub device: DeviceChoice,
+    /// Worker threads; 0 means one per core. Results do not depend on it.
+    pub threads: usize,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            name: "run".into(),
+            data: DataConfig::default(),
+            model: ModelConfig::default(),
+            train: TrainConfig::default(),
+        }
+    }
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            dataset: Dataset::Mnist,
+            dir: PathBuf::from("data/mnist"),
+            download: true,
+            base_url: None,
+            limit_train: None,
+            limit_test: None,
+        }
+    }
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            activation: Activation::Sigmoid,
+            pooling: Pooling::Avg,
+            activate_c5_f6: false,
+        }
+    }
+}
+
+impl Default for TrainConfig {
+    /// The seed notebook's settings, as it actually ran (its StepLR was never
+    /// stepped, so the lr stays constant: gamma 1).
+    fn default() -> Self {
+        TrainConfig {
+            epochs: 20,
+            batch_size: 16,
+            eval_batch_size: 1000,
+            lr: 1e-3,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            step_size: 10,
+            gamma: 1.0,
+            seed: 0,
+            device: DeviceChoice::Auto,
+            threads: 0,
+        }
+    }
+}
+
+impl fmt::Display for Activation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Activation::Sigmoid => "sigmoid",
+            Activation::Relu => "relu",
+            Activation::Tanh => "tanh",
+        })
+    }
+}
+
+impl fmt::Display for Pooling {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Pooling::Avg => "avg",
+            Pooling::Max => "max",
+        })
+    }
+}
+
+impl fmt::Display for Dataset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Dataset::Mnist => "mnist",
+            Dataset::FashionMnist => "fashion-mnist",
+        })
+    }
+}
+
+impl RunConfig {
+    /// The learning rate in force during `epoch` (0-based), StepLR style.
+    pub fn lr_at_epoch(&self, epoch: usize) -> f64 {
+        let steps = epoch / self.train.step_size.max(1);
+        self.train.lr * self.train.gamma.powi(steps as i32)
+    }
+
+    /// Resolved config as TOML, the form saved beside the results.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a RunConfig always serializes to TOML")
+    }
+
+    /// Hash of everything that decides the results. Where the data lives and
+    /// how many threads train do not change results, so they are left out:
+    /// moving the data folder must not turn a finished run into a new one.
+    pub fn result_hash(&self) -> String {
+        let mut value = serde_json::to_value(self).expect("config serializes");
+        if let Some(data) = value.get_mut("data").and_then(|d| d.as_object_mut()) {
+            for key in ["dir", "download", "base_url"] {
+                data.remove(key);
+            }
+        }
+        if let Some(train) = value.get_mut("train").and_then(|t| t.as_object_mut()) {
+            train.remove("threads");
+        }
+        // serde_json's map is sorted by key, so this text is canonical.
+        let canonical = value.to_string();
+        let digest = Sha256::digest(canonical.as_bytes());
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Readable, stable run id: the main knobs, then a short config hash.
+    pub fn run_id(&self) -> String {
+        let t = &self.train;
+        format!(
+            "{}-{}-lr{}-bs{}-s{}-{}",
+            self.model.activation,
+            self.model.pooling,
+            t.lr,
+            t.batch_size,
+            t.seed,
+            &self.result_hash()[..8]
+        )
+    }
+
+    /// Every rule the types alone do not enforce. Returns (key, problem) pairs.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        let t = &self.train;
+        let mut check = |ok: bool, key: &'static str, msg: String| {
+            if !ok {
+                out.push((key, msg));
+            }
+        };
+        let name_ok = !self.name.is_empty()
+            && self.name != "."
+            && self.name != ".."
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        check(
+            name_ok,
+            "name",
+            format!(
+                "{:?} must be non-empty and use only letters, digits, '-', '_' and '.' (it names a folder)",
+                self.name
+            ),
+        );
+        check(t.epochs >= 1, "train.epochs", "must be at least 1".into());
+        check(t.batch_size >= 1, "train.batch_size", "must be at least 1".into());
+        check(
+            t.eval_batch_size >= 1,
+            "train.eval_batch_size",
+            "must be at least 1".into(),
+        );
+        check(
+            t.lr.is_finite() && t.lr > 0.0,
+            "train.lr",
+            format!("must be a positive number, got {}", t.lr),
+        );
+        check(
+            t.momentum.is_finite() && (0.0..1.0).contains(&t.momentum),
+            "train.momentum",
+            format!("must be in [0, 1), got {}", t.momentum),
+        );
+        check(
+            t.weight_decay.is_finite() && t.weight_decay >= 0.0,
+            "train.weight_decay",
+            format!("must be zero or positive, got {}", t.weight_decay),
+        );
+        check(t.step_size >= 1, "train.step_size", "must be at least 1".into());
+        check(
+            t.gamma.is_finite() && t.gamma > 0.0,
+            "train.gamma",
+            format!("must be a positive number, got {}", t.gamma),
+        );
+        check(
+            t.threads <= 1024,
+            "train.threads",
+            format!("{} threads is not a sensible count", t.threads),
+        );
+        check(
+            self.data.limit_train != Some(0),
+            "data.limit_train",
+            "must be at least 1 when set".into(),
+        );
+        check(
+            self.data.limit_test != Some(0),
+            "data.limit_test",
+            "must be at least 1 when set".into(),
+        );
+        if let Some(url) = &self.data.base_url {
+            check(
+                url.starts_with("http://") || url.starts_with("https://"),
+                "data.base_url",
+                format!("{url:?} must start with http:// or https://"),
+            );
+        }
+        out
+    }
+}
+
+/// `--set key=value` overrides, as a figment provider of their own so that
+/// errors can say a value came from the command line.
+struct CommandLine {
+    sets: Vec<(String, toml::Value)>,
+}
+
+impl CommandLine {
+    fn parse(sets: &[String]) -> Result<Self> {
+        let mut parsed = Vec::new();
+        for set in sets {
+            let (key, raw) = set
+                .split_once('=')
+                .with_context(|| format!("--set {set:?}: expected KEY=VALUE, e.g. train.lr=0.01"))?;
+            let key = key.trim();
+            if key.is_empty() || key.split('.').any(|part| part.is_empty()) {
+                bail!("--set {set:?}: {key:?} is not a key; keys look like train.lr");
+            }
+            parsed.push((key.to_string(), parse_value(raw.trim())));
+        }
+        Ok(CommandLine { sets: parsed })
+    }
+}
+
+/// A command-line value is read as TOML (numbers, booleans, quoted strings);
+/// anything that is not valid TOML is taken as a bare string (`relu`).
+fn parse_value(raw: &str) -> toml::Value {
+    match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+        Ok(mut table) => table.remove("v").unwrap_or_else(|| toml::Value::String(raw.into())),
+        Err(_) => toml::Value::String(raw.into()),
+    }
+}
+
+impl Provider for CommandLine {
+    fn metadata(&self) -> Metadata {
+        Metadata::named("command line")
+    }
+
+    fn data(&self) -> figment::Result<Map<Profile, Dict>> {
+        let mut root = Dict::new();
+        for (key, value) in &self.sets {
+            let value = Value::serialize(value)?;
+            insert_dotted(&mut root, key, value);
+        }
+        Ok(Profile::Default.collect(root))
+    }
+}
+
+fn insert_dotted(dict: &mut Dict, key: &str, value: Value) {
+    match key.split_once('.') {
+        None => {
+            dict.insert(key.to_string(), value);
+        }
+        Some((head, rest)) => {
+            let entry = dict
+                .entry(head.to_string())
+                .or_insert_with(|| Value::from(Dict::new()));
+            if !matches!(entry, Value::Dict(..)) {
+                *entry = Value::from(Dict::new());
+            }
+            if let Value::Dict(_, inner) = entry {
+                insert_dotted(inner, rest, value);
+            }
+        }
+    }
+}
+
+/// Where the layers of one config come from.
+pub struct Sources<'a> {
+    /// The spec file, if any (`runner eval --checkpoint` may go without).
+    pub spec: Option<&'a Path>,
+    /// `--set key=value` overrides.
+    pub sets: &'a [String],
+}
+
+/// Environment variables read as config: `RUNNER_<SECTION>__<KEY>`, plus `RUNNER_NAME`.
+fn env_provider() -> Env {
+    Env::prefixed("RUNNER_")
+        .filter(|key| key.as_str().contains("__") || key.as_str().eq_ignore_ascii_case("name"))
+        .split("__")
+}
+
+/// Builds the layered figment for a spec, without extracting it.
+fn figment_for(sources: &Sources) -> Result<Figment> {
+    let mut figment = Figment::from(Serialized::defaults(RunConfig::default()));
+    if let Some(spec) = sources.spec {
+        if !spec.is_file() {
+            bail!("spec file {} does not exist or is not a file", spec.display());
+        }
+        // Parse once up front: figment reports TOML syntax errors without a line.
+        let text = std::fs::read_to_string(spec)
+            .with_context(|| format!("reading spec file {}", spec.display()))?;
+        if let Err(e) = text.parse::<toml::Table>() {
+            bail!("{}: not valid TOML: {}", spec.display(), e.to_string().trim_end());
+        }
+        // The name defaults to the file's stem: `experiments/modern.toml` -> "modern".
+        if let Some(stem) = spec.file_stem().and_then(|s| s.to_str()) {
+            figment = figment.merge(Serialized::default("name", stem));
+        }
+        figment = figment.merge(Toml::file_exact(spec));
+    }
+    Ok(figment
+        .merge(env_provider())
+        .merge(CommandLine::parse(sources.sets)?))
+}
+
+/// Resolves and validates a config. Errors name the key and its source.
+pub fn load(sources: &Sources) -> Result<RunConfig> {
+    let figment = figment_for(sources)?;
+    let config: RunConfig = match figment.extract() {
+        Ok(config) => config,
+        Err(errors) => {
+            let lines: Vec<String> = errors.into_iter().map(|e| describe_error(&e)).collect();
+            bail!("invalid config:\n  {}", lines.join("\n  "));
+        }
+    };
+    let problems = config.problems();
+    if !problems.is_empty() {
+        let lines: Vec<String> = problems
+            .iter()
+            .map(|(key, msg)| {
+                let path: Vec<String> = key.split('.').map(String::from).collect();
+                let origin = figment
+                    .find_metadata(key)
+                    .map(|m| origin_of(m, &path))
+                    .unwrap_or_else(|| "defaults".into());
+                format!("{origin}: `{key}` {msg}")
+            })
+            .collect();
+        bail!("invalid config:\n  {}", lines.join("\n  "));
+    }
+    Ok(config)
+}
+
+/// One figment error as "where: `key`: what".
+fn describe_error(error: &figment::Error) -> String {
+    use figment::error::Kind;
+    let mut path = error.path.clone();
+    let what = match &error.kind {
+        Kind::UnknownField(field, expected) => {
+            path.push(field.clone());
+            format!("unknown key; expected one of: {}", expected.join(", "))
+        }
+        Kind::UnknownVariant(variant, expected) => {
+            format!("unknown value {variant:?}; expected one of: {}", expected.join(", "))
+        }
+        Kind::InvalidType(actual, expected) => format!("expected {expected}, found {actual}"),
+        Kind::InvalidValue(actual, expected) => format!("expected {expected}, found {actual}"),
+        other => other.to_string(),
+    };
+    let origin = error
+        .metadata
+        .as_ref()
+        .map(|m| origin_of(m, &path))
+        .unwrap_or_else(|| "config".into());
+    format!("{origin}: `{}`: {what}", path.join("."))
+}
+
+/// Describes where a value came from: "spec.toml, line 7", "environment
+/// variable RUNNER_TRAIN__LR", "--set train.lr".
+fn origin_of(metadata: &Metadata, path: &[String]) -> String {
+    if let Some(file) = metadata.source.as_ref().and_then(|s| s.file_path()) {
+        return match line_of(file, path) {
+            Some(line) => format!("{}, line {line}", file.display()),
+            None => file.display().to_string(),
+        };
+    }
+    if metadata.name.contains("environment") {
+        return format!("environment variable {}", env_var_name(path));
+    }
+    if metadata.name == "command line" {
+        return format!("--set {}", path.join("."));
+    }
+    metadata.name.to_string()
+}
+
+fn env_var_name(path: &[String]) -> String {
+    let upper: Vec<String> = path.iter().map(|p| p.to_uppercase()).collect();
+    format!("RUNNER_{}", upper.join("__"))
+}
+
+/// The 1-based line of a dotted key in a TOML file, if it is written there.
+fn line_of(file: &Path, path: &[String]) -> Option<usize> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let doc = toml_edit::ImDocument::parse(text.as_str()).ok()?;
+    let mut item = doc.as_item();
+    let mut span = None;
+    for key in path {
+        let table = item.as_table_like()?;
+        let (k, value) = table.get_key_value(key)?;
+        span = k.span().or_else(|| value.span());
+        item = value;
+    }
+    let start = span?.start;
+    Some(text[..start].matches('\n').count() + 1)
+}
+
+/// Every key a spec can set, with its default, for `--help`-style listings.
+pub fn default_toml() -> String {
+    RunConfig::default().to_toml()
+}
+
+/// The value of a dotted key in a resolved config, as text ("" if absent).
+pub fn value_at(config: &RunConfig, key: &str) -> Option<String> {
+    let mut value = serde_json::to_value(config).ok()?;
+    for part in key.split('.') {
+        value = value.get(part)?.clone();
+    }
+    Some(match value {
+        serde_json::Value::String(s) => s,
+        other => other.to_string(),
+    })
+}
+
+/// The flat list of dotted keys and values, sorted (for reports and sweeps).
+pub fn flatten(config: &RunConfig) -> BTreeMap<String, String> {
+    fn walk(prefix: &str, value: &serde_json::Value, out: &mut BTreeMap<String, String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    walk(&key, v, out);
+                }
+            }
+            serde_json::Value::String(s) => {
+                out.insert(prefix.to_string(), s.clone());
+            }
+            other => {
+                out.insert(prefix.to_string(), other.to_string());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk("", &serde_json::to_value(config).expect("config serializes"), &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lr_steps_every_step_size_epochs() {
+        let mut c = RunConfig::default();
+        c.train.lr = 0.1;
+        c.train.step_size = 2;
+        c.train.gamma = 0.5;
+        let lrs: Vec<f64> = (0..5).map(|e| c.lr_at_epoch(e)).collect();
+        assert_eq!(lrs, vec![0.1, 0.1, 0.05, 0.05, 0.025]);
+    }
+
+    #[test]
+    fn hash_ignores_where_data_lives_and_threads_but_not_lr() {
+        let a = RunConfig::default();
+        let mut b = a.clone();
+        b.data.dir = "/elsewhere".into();
+        b.train.threads = 7;
+        assert_eq!(a.result_hash(), b.result_hash());
+        b.train.lr = 0.5;
+        assert_ne!(a.result_hash(), b.result_hash());
+    }
+
+    #[test]
+    fn set_values_parse_as_toml_or_bare_strings() {
+        assert_eq!(parse_value("0.5"), toml::Value::Float(0.5));
+        assert_eq!(parse_value("3"), toml::Value::Integer(3));
+        assert_eq!(parse_value("true"), toml::Value::Boolean(true));
+        assert_eq!(parse_value("relu"), toml::Value::String("relu".into()));
+        assert_eq!(parse_value("\"relu\""), toml::Value::String("relu".into()));
+    }
+}

@@ -1,0 +1,148 @@
+//! The dataset: the four IDX files of MNIST or Fashion-MNIST, held in memory
+//! as bytes (pixels are converted to f32 in [0, 1] one batch at a time).
+
+pub mod download;
+pub mod idx;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::config::DataConfig;
+
+/// Pixels per image (28 x 28, one channel).
+pub const PIXELS: usize = 28 * 28;
+pub const CLASSES: usize = 10;
+
+/// One split: `len()` images of 28x28 u8 pixels and their labels.
+#[derive(Debug, Clone)]
+pub struct Split {
+    pub pixels: Vec<u8>,
+    pub labels: Vec<u8>,
+}
+
+impl Split {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Keeps only the first `n` images.
+    pub fn truncate(&mut self, n: usize) {
+        self.labels.truncate(n);
+        self.pixels.truncate(n * PIXELS);
+    }
+
+    /// Writes the images at `indices` as f32 in [0, 1] (ToTensor's scaling)
+    /// into `out`, and their labels into `labels`.
+    pub fn gather(&self, indices: &[usize], out: &mut Vec<f32>, labels: &mut Vec<usize>) {
+        out.clear();
+        labels.clear();
+        for &i in indices {
+            out.extend(self.pixels[i * PIXELS..(i + 1) * PIXELS].iter().map(|&p| p as f32 / 255.0));
+            labels.push(self.labels[i] as usize);
+        }
+    }
+
+    /// One image as f32 in [0, 1].
+    pub fn image(&self, i: usize) -> Vec<f32> {
+        self.pixels[i * PIXELS..(i + 1) * PIXELS].iter().map(|&p| p as f32 / 255.0).collect()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Data {
+    pub train: Split,
+    pub test: Split,
+}
+
+/// The order in which an epoch visits the training images. It depends only
+/// on the seed and the epoch, so a resumed run sees the same order.
+pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(epoch as u64 + 1);
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut rng);
+    order
+}
+
+/// Finds `<name>.gz` or `<name>` in `dir`.
+fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
+    [format!("{name}.gz"), name.to_string()]
+        .into_iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.is_file())
+}
+
+/// Loads both splits, downloading missing files first when allowed.
+pub fn load(cfg: &DataConfig) -> Result<Data> {
+    let resources = download::resources(cfg.dataset);
+    let missing: Vec<_> = resources.iter().filter(|r| find_file(&cfg.dir, r.name).is_none()).collect();
+    if !missing.is_empty() {
+        let names: Vec<String> = missing.iter().map(|r| format!("{}.gz", r.name)).collect();
+        if !cfg.download {
+            bail!(
+                "{} files missing in {}: {}\n  set data.download = true to fetch them, or put the files there \
+                 (gzipped or raw IDX), or point data.dir at the folder that has them",
+                cfg.dataset,
+                cfg.dir.display(),
+                names.join(", ")
+            );
+        }
+        let mirrors = match &cfg.base_url {
+            Some(url) if url.ends_with('/') => vec![url.clone()],
+            Some(url) => vec![format!("{url}/")],
+            None => download::default_mirrors(cfg.dataset),
+        };
+        for resource in missing {
+            download::download(resource, &mirrors, &cfg.dir)?;
+        }
+    }
+    let path = |i: usize| find_file(&cfg.dir, resources[i].name).expect("present after download");
+    let mut train = read_split(&path(0), &path(1))?;
+    let mut test = read_split(&path(2), &path(3))?;
+    if let Some(n) = cfg.limit_train {
+        train.truncate(n);
+    }
+    if let Some(n) = cfg.limit_test {
+        test.truncate(n);
+    }
+    Ok(Data { train, test })
+}
+
+fn read_split(images: &Path, labels: &Path) -> Result<Split> {
+    let imgs = idx::read_images(images)?;
+    let lbls = idx::read_labels(labels)?;
+    if imgs.count != lbls.len() {
+        return Err(idx::IdxError::CountMismatch {
+            images: images.display().to_string(),
+            n_images: imgs.count,
+            labels: labels.display().to_string(),
+            n_labels: lbls.len(),
+        })
+        .context("loading the dataset");
+    }
+    Ok(Split { pixels: imgs.pixels, labels: lbls })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_order_is_a_seeded_permutation() {
+        let a = epoch_order(100, 7, 0);
+        assert_eq!(a, epoch_order(100, 7, 0));
+        assert_ne!(a, epoch_order(100, 7, 1));
+        assert_ne!(a, epoch_order(100, 8, 0));
+        let mut sorted = a.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..100).collect::<Vec<_>>());
+    }
+}

@@ -1,0 +1,83 @@
+//! The one seam where a device is chosen. Everything above it is generic
+//! over dfdx's `Device` and a `ConvOps` implementation; this module picks the
+//! pair: the CPU with the fast hand-written kernels, or (with the `cuda`
+//! feature) an NVIDIA GPU with the ops composed from dfdx tensor ops.
+
+use anyhow::{bail, Result};
+use dfdx::prelude::*;
+
+use crate::config::DeviceChoice;
+use crate::model::{ConvOps, FastCpuOps};
+
+/// Work that runs on whichever device was chosen.
+pub trait DeviceTask {
+    type Output;
+    fn run<D: Device<f32>, O: ConvOps<D>>(self, dev: D, ops: O) -> Self::Output;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Cpu,
+    #[cfg(feature = "cuda")]
+    Cuda,
+}
+
+impl Backend {
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Backend::Cpu => "cpu (fast kernels)",
+            #[cfg(feature = "cuda")]
+            Backend::Cuda => "cuda (composed dfdx ops)",
+        }
+    }
+}
+
+/// Resolves `device = "auto" | "cpu" | "cuda"` against this build and machine.
+pub fn resolve(choice: DeviceChoice) -> Result<Backend> {
+    match choice {
+        DeviceChoice::Cpu => Ok(Backend::Cpu),
+        DeviceChoice::Auto => Ok(if cuda_available() { gpu_backend() } else { Backend::Cpu }),
+        DeviceChoice::Cuda => {
+            if !cfg!(feature = "cuda") {
+                bail!(
+                    "train.device = \"cuda\", but this runner was built without CUDA support; \
+                     rebuild with `cargo build --release --features cuda` (see README) or use device = \"cpu\""
+                );
+            }
+            if !cuda_available() {
+                bail!("train.device = \"cuda\", but no usable NVIDIA GPU was found (is the driver loaded?)");
+            }
+            Ok(gpu_backend())
+        }
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn gpu_backend() -> Backend {
+    Backend::Cuda
+}
+
+#[cfg(not(feature = "cuda"))]
+fn gpu_backend() -> Backend {
+    Backend::Cpu
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_available() -> bool {
+    // Creating the device loads the driver; a panic inside it means no GPU.
+    std::panic::catch_unwind(|| Cuda::try_seed_from_u64(0).is_ok()).unwrap_or(false)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_available() -> bool {
+    false
+}
+
+/// Runs `task` on the chosen backend.
+pub fn dispatch<T: DeviceTask>(backend: Backend, task: T) -> T::Output {
+    match backend {
+        Backend::Cpu => task.run(Cpu::default(), FastCpuOps),
+        #[cfg(feature = "cuda")]
+        Backend::Cuda => task.run(Cuda::seed_from_u64(0), crate::model::ComposedOps),
+    }
+}

@@ -1,0 +1,33 @@
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+
+use clap::Parser;
+use runner::cli::{Cli, Command};
+use runner::commands;
+use runner::train::INTERRUPTED;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // First Ctrl-C: finish the current batch, save, exit 130. Second: exit now.
+    let _ = ctrlc::set_handler(|| {
+        if INTERRUPTED.swap(true, Ordering::SeqCst) {
+            std::process::exit(commands::run::EXIT_INTERRUPTED);
+        }
+        eprintln!("\nstopping after this batch (Ctrl-C again to quit at once)");
+    });
+    let result = match &cli.command {
+        Command::Run(args) => commands::run::execute(args),
+        Command::Eval(args) => commands::eval::execute(args),
+        Command::Defaults => {
+            print!("{}", runner::config::default_toml());
+            Ok(0)
+        }
+    };
+    match result {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

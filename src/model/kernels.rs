@@ -1,0 +1,452 @@
+//! Hand-written CPU kernels for convolution and pooling, on plain slices.
+//!
+//! Layout is PyTorch's NCHW. A convolution of one image is one matrix
+//! product: `out[O, P] = W[O, C*K*K] x cols[C*K*K, P]`, where `cols` holds
+//! the image patches (im2col) and P the output pixels; matrixmultiply does
+//! the product. When the kernel covers the whole unpadded input (c5: 5x5 on
+//! 5x5) the patches are the images themselves and the whole batch is one
+//! product.
+//!
+//! Work is split over the batch in chunks of a fixed size, in parallel with
+//! rayon. Weight gradients are summed per chunk and the chunk sums added in
+//! chunk order, so results do not depend on the number of threads.
+
+use rayon::prelude::*;
+
+/// Samples per parallel work item. Fixed, so that the order of floating
+/// point sums (and so every result bit) is the same for any thread count.
+pub const CHUNK: usize = 8;
+
+/// Elementwise activation fused into the convolution's epilogue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Act {
+    Identity,
+    Sigmoid,
+    Relu,
+    Tanh,
+}
+
+impl Act {
+    #[inline]
+    pub fn apply(self, v: &mut [f32]) {
+        match self {
+            Act::Identity => {}
+            Act::Sigmoid => v.iter_mut().for_each(|x| *x = 1.0 / (1.0 + (-*x).exp())),
+            Act::Relu => v.iter_mut().for_each(|x| *x = x.max(0.0)),
+            Act::Tanh => v.iter_mut().for_each(|x| *x = x.tanh()),
+        }
+    }
+
+    /// Turns `dy` (gradient w.r.t. the activation's output `y`) into the
+    /// gradient w.r.t. its input, using only `y`.
+    #[inline]
+    pub fn backward_from_output(self, y: &[f32], dy: &mut [f32]) {
+        match self {
+            Act::Identity => {}
+            Act::Sigmoid => dy.iter_mut().zip(y).for_each(|(g, &y)| *g *= y * (1.0 - y)),
+            Act::Relu => dy.iter_mut().zip(y).for_each(|(g, &y)| {
+                if y <= 0.0 {
+                    *g = 0.0
+                }
+            }),
+            Act::Tanh => dy.iter_mut().zip(y).for_each(|(g, &y)| *g *= 1.0 - y * y),
+        }
+    }
+}
+
+/// Shapes of one 2-D convolution (stride 1, square kernel, zero padding).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvDims {
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub o: usize,
+    pub k: usize,
+    pub pad: usize,
+}
+
+impl ConvDims {
+    pub fn ho(&self) -> usize {
+        self.h + 2 * self.pad + 1 - self.k
+    }
+    pub fn wo(&self) -> usize {
+        self.w + 2 * self.pad + 1 - self.k
+    }
+    /// Output pixels per channel.
+    pub fn p(&self) -> usize {
+        self.ho() * self.wo()
+    }
+    /// Weights per output channel.
+    pub fn ckk(&self) -> usize {
+        self.c * self.k * self.k
+    }
+    pub fn in_len(&self) -> usize {
+        self.c * self.h * self.w
+    }
+    pub fn out_len(&self) -> usize {
+        self.o * self.p()
+    }
+    /// The kernel covers the whole unpadded input: patches are the images.
+    fn is_dense(&self) -> bool {
+        self.pad == 0 && self.h == self.k && self.w == self.k
+    }
+}
+
+/// `c[m, n] = beta * c + a[m, k] x b[k, n]`, all row-major unless strides say otherwise.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn gemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    (rsa, csa): (usize, usize),
+    b: &[f32],
+    (rsb, csb): (usize, usize),
+    beta: f32,
+    c: &mut [f32],
+    (rsc, csc): (usize, usize),
+) {
+    debug_assert!(a.len() > (m - 1) * rsa + (k - 1) * csa);
+    debug_assert!(b.len() > (k - 1) * rsb + (n - 1) * csb);
+    debug_assert!(c.len() > (m - 1) * rsc + (n - 1) * csc);
+    // SAFETY: the asserts above bound every index the product touches.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            rsa as isize,
+            csa as isize,
+            b.as_ptr(),
+            rsb as isize,
+            csb as isize,
+            beta,
+            c.as_mut_ptr(),
+            rsc as isize,
+            csc as isize,
+        )
+    }
+}
+
+/// Gathers one image's patches: `cols[(c*K + i)*K + j, oy*Wo + ox] = x[c, oy+i-pad, ox+j-pad]`.
+fn im2col(d: &ConvDims, x: &[f32], cols: &mut [f32]) {
+    let (ho, wo, p) = (d.ho(), d.wo(), d.p());
+    for c in 0..d.c {
+        let plane = &x[c * d.h * d.w..(c + 1) * d.h * d.w];
+        for i in 0..d.k {
+            for j in 0..d.k {
+                let row = &mut cols[((c * d.k + i) * d.k + j) * p..][..p];
+                for oy in 0..ho {
+                    let dst = &mut row[oy * wo..(oy + 1) * wo];
+                    let iy = (oy + i) as isize - d.pad as isize;
+                    if iy < 0 || iy >= d.h as isize {
+                        dst.fill(0.0);
+                        continue;
+                    }
+                    let src = &plane[iy as usize * d.w..(iy as usize + 1) * d.w];
+                    // ox + j - pad must fall in 0..w: the valid run of ox.
+                    let lo = d.pad.saturating_sub(j);
+                    let hi = (d.w + d.pad - j).min(wo);
+                    dst[..lo].fill(0.0);
+                    if hi > lo {
+                        dst[lo..hi].copy_from_slice(&src[lo + j - d.pad..hi + j - d.pad]);
+                    }
+                    dst[hi.max(lo)..].fill(0.0);
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of `im2col`: adds each patch entry back onto its pixel.
+fn col2im_add(d: &ConvDims, cols: &[f32], dx: &mut [f32]) {
+    let (ho, wo, p) = (d.ho(), d.wo(), d.p());
+    for c in 0..d.c {
+        let plane = &mut dx[c * d.h * d.w..(c + 1) * d.h * d.w];
+        for i in 0..d.k {
+            for j in 0..d.k {
+                let row = &cols[((c * d.k + i) * d.k + j) * p..][..p];
+                for oy in 0..ho {
+                    let iy = (oy + i) as isize - d.pad as isize;
+                    if iy < 0 || iy >= d.h as isize {
+                        continue;
+                    }
+                    let lo = d.pad.saturating_sub(j);
+                    let hi = (d.w + d.pad - j).min(wo);
+                    if hi <= lo {
+                        continue;
+                    }
+                    let dst = &mut plane[iy as usize * d.w..][lo + j - d.pad..hi + j - d.pad];
+                    let src = &row[oy * wo + lo..oy * wo + hi];
+                    dst.iter_mut().zip(src).for_each(|(a, b)| *a += b);
+                }
+            }
+        }
+    }
+}
+
+fn add_bias_and_activate(d: &ConvDims, bias: &[f32], act: Act, out: &mut [f32]) {
+    let p = d.p();
+    for (o, plane) in out.chunks_exact_mut(p).enumerate() {
+        let b = bias[o % d.o];
+        plane.iter_mut().for_each(|v| *v += b);
+    }
+    act.apply(out);
+}
+
+/// Forward convolution of a batch: returns `act(conv(x, w) + b)`, [B, O, Ho, Wo].
+pub fn conv_forward(d: &ConvDims, batch: usize, x: &[f32], w: &[f32], b: &[f32], act: Act) -> Vec<f32> {
+    assert_eq!(x.len(), batch * d.in_len());
+    assert_eq!(w.len(), d.o * d.ckk());
+    assert_eq!(b.len(), d.o);
+    let mut out = vec![0.0f32; batch * d.out_len()];
+    out.par_chunks_mut(CHUNK * d.out_len())
+        .zip(x.par_chunks(CHUNK * d.in_len()))
+        .for_each(|(out, x)| {
+            let n = x.len() / d.in_len();
+            if d.is_dense() {
+                // out[n, O] = x[n, CKK] x W^T[CKK, O]
+                gemm(n, d.ckk(), d.o, x, (d.ckk(), 1), w, (1, d.ckk()), 0.0, out, (d.o, 1));
+            } else {
+                let mut cols = vec![0.0f32; d.ckk() * d.p()];
+                for (x, out) in x.chunks_exact(d.in_len()).zip(out.chunks_exact_mut(d.out_len())) {
+                    im2col(d, x, &mut cols);
+                    gemm(d.o, d.ckk(), d.p(), w, (d.ckk(), 1), &cols, (d.p(), 1), 0.0, out, (d.p(), 1));
+                }
+            }
+            add_bias_and_activate(d, b, act, out);
+        });
+    out
+}
+
+/// Gradients of a convolution.
+pub struct ConvGrads {
+    /// `None` when the input gradient was not asked for.
+    pub dx: Option<Vec<f32>>,
+    pub dw: Vec<f32>,
+    pub db: Vec<f32>,
+}
+
+/// Backward of `conv_forward`, given its input `x`, its output `y` and the
+/// gradient `dy` of the loss w.r.t. `y`.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_backward(
+    d: &ConvDims,
+    batch: usize,
+    x: &[f32],
+    w: &[f32],
+    y: &[f32],
+    dy: &[f32],
+    act: Act,
+    need_dx: bool,
+) -> ConvGrads {
+    let (in_len, out_len, ckk, p) = (d.in_len(), d.out_len(), d.ckk(), d.p());
+    let mut dx = if need_dx { vec![0.0f32; batch * in_len] } else { Vec::new() };
+    let dx_chunks: Vec<Option<&mut [f32]>> = if need_dx {
+        dx.chunks_mut(CHUNK * in_len).map(Some).collect()
+    } else {
+        (0..batch.div_ceil(CHUNK)).map(|_| None).collect()
+    };
+    // Per chunk: (dw, db) partial sums, reduced below in chunk order.
+    let partials: Vec<(Vec<f32>, Vec<f32>)> = dx_chunks
+        .into_par_iter()
+        .enumerate()
+        .map(|(ci, dx)| {
+            let s0 = ci * CHUNK;
+            let n = CHUNK.min(batch - s0);
+            let x = &x[s0 * in_len..(s0 + n) * in_len];
+            let mut dz = dy[s0 * out_len..(s0 + n) * out_len].to_vec();
+            act.backward_from_output(&y[s0 * out_len..(s0 + n) * out_len], &mut dz);
+            let mut dw = vec![0.0f32; d.o * ckk];
+            let mut db = vec![0.0f32; d.o];
+            for plane in dz.chunks_exact(p).enumerate() {
+                db[plane.0 % d.o] += plane.1.iter().sum::<f32>();
+            }
+            if d.is_dense() {
+                // dz is [n, O]; dW[O, CKK] = dz^T x x; dx[n, CKK] = dz x W.
+                gemm(d.o, n, ckk, &dz, (1, d.o), x, (ckk, 1), 0.0, &mut dw, (ckk, 1));
+                if let Some(dx) = dx {
+                    gemm(n, d.o, ckk, &dz, (d.o, 1), w, (ckk, 1), 0.0, dx, (ckk, 1));
+                }
+            } else {
+                let mut cols = vec![0.0f32; ckk * p];
+                let mut dcols = if dx.is_some() { vec![0.0f32; ckk * p] } else { Vec::new() };
+                let mut dx = dx;
+                for s in 0..n {
+                    let dz = &dz[s * out_len..(s + 1) * out_len];
+                    im2col(d, &x[s * in_len..(s + 1) * in_len], &mut cols);
+                    // dW[O, CKK] += dz[O, P] x cols^T[P, CKK]
+                    gemm(d.o, p, ckk, dz, (p, 1), &cols, (1, p), 1.0, &mut dw, (ckk, 1));
+                    if let Some(dx) = dx.as_deref_mut() {
+                        // dcols[CKK, P] = W^T[CKK, O] x dz[O, P]
+                        gemm(ckk, d.o, p, w, (1, ckk), dz, (p, 1), 0.0, &mut dcols, (p, 1));
+                        col2im_add(d, &dcols, &mut dx[s * in_len..(s + 1) * in_len]);
+                    }
+                }
+            }
+            (dw, db)
+        })
+        .collect();
+    let mut dw = vec![0.0f32; d.o * ckk];
+    let mut db = vec![0.0f32; d.o];
+    for (pw, pb) in &partials {
+        dw.iter_mut().zip(pw).for_each(|(a, b)| *a += b);
+        db.iter_mut().zip(pb).for_each(|(a, b)| *a += b);
+    }
+    ConvGrads { dx: need_dx.then_some(dx), dw, db }
+}
+
+/// 2x2, stride 2 pooling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pool {
+    Avg,
+    Max,
+}
+
+/// Pools `planes` planes of `h` x `w` (both even). For max pooling also
+/// returns, per output, which of the four inputs won (0..4, first wins ties).
+pub fn pool_forward(kind: Pool, planes: usize, h: usize, w: usize, x: &[f32]) -> (Vec<f32>, Vec<u8>) {
+    assert!(h % 2 == 0 && w % 2 == 0, "2x2 pooling needs even sizes, got {h}x{w}");
+    assert_eq!(x.len(), planes * h * w);
+    let (ho, wo) = (h / 2, w / 2);
+    let mut y = vec![0.0f32; planes * ho * wo];
+    let mut arg = if kind == Pool::Max { vec![0u8; y.len()] } else { Vec::new() };
+    let rows = planes * ho;
+    for r in 0..rows {
+        let (plane, oy) = (r / ho, r % ho);
+        let top = &x[plane * h * w + 2 * oy * w..][..w];
+        let bottom = &x[plane * h * w + (2 * oy + 1) * w..][..w];
+        let out = &mut y[r * wo..(r + 1) * wo];
+        for ox in 0..wo {
+            let v = [top[2 * ox], top[2 * ox + 1], bottom[2 * ox], bottom[2 * ox + 1]];
+            match kind {
+                Pool::Avg => out[ox] = (v[0] + v[1] + v[2] + v[3]) * 0.25,
+                Pool::Max => {
+                    let mut best = 0;
+                    for (i, &vi) in v.iter().enumerate().skip(1) {
+                        if vi > v[best] {
+                            best = i;
+                        }
+                    }
+                    out[ox] = v[best];
+                    arg[r * wo + ox] = best as u8;
+                }
+            }
+        }
+    }
+    (y, arg)
+}
+
+/// Backward of `pool_forward`: spreads `dy` back over the inputs.
+pub fn pool_backward(kind: Pool, planes: usize, h: usize, w: usize, dy: &[f32], arg: &[u8]) -> Vec<f32> {
+    let (ho, wo) = (h / 2, w / 2);
+    let mut dx = vec![0.0f32; planes * h * w];
+    for r in 0..planes * ho {
+        let (plane, oy) = (r / ho, r % ho);
+        let base = plane * h * w + 2 * oy * w;
+        for ox in 0..wo {
+            let g = dy[r * wo + ox];
+            let at = [base + 2 * ox, base + 2 * ox + 1, base + w + 2 * ox, base + w + 2 * ox + 1];
+            match kind {
+                Pool::Avg => at.iter().for_each(|&i| dx[i] += 0.25 * g),
+                Pool::Max => dx[at[arg[r * wo + ox] as usize]] += g,
+            }
+        }
+    }
+    dx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Direct convolution by definition, for checking the im2col path.
+    fn conv_naive(d: &ConvDims, batch: usize, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
+        let (ho, wo) = (d.ho(), d.wo());
+        let mut out = vec![0.0; batch * d.out_len()];
+        for s in 0..batch {
+            for o in 0..d.o {
+                for oy in 0..ho {
+                    for ox in 0..wo {
+                        let mut acc = b[o];
+                        for c in 0..d.c {
+                            for i in 0..d.k {
+                                for j in 0..d.k {
+                                    let iy = (oy + i) as isize - d.pad as isize;
+                                    let ix = (ox + j) as isize - d.pad as isize;
+                                    if iy >= 0 && ix >= 0 && (iy as usize) < d.h && (ix as usize) < d.w {
+                                        acc += x[s * d.in_len() + c * d.h * d.w + iy as usize * d.w + ix as usize]
+                                            * w[((o * d.c + c) * d.k + i) * d.k + j];
+                                    }
+                                }
+                            }
+                        }
+                        out[s * d.out_len() + o * ho * wo + oy * wo + ox] = acc;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn pseudo_random(n: usize, seed: u32) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(2654435761).wrapping_add(1);
+        (0..n)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                (state % 2000) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn im2col_conv_matches_the_definition() {
+        for d in [
+            ConvDims { c: 1, h: 28, w: 28, o: 6, k: 5, pad: 2 },
+            ConvDims { c: 6, h: 14, w: 14, o: 16, k: 5, pad: 0 },
+            ConvDims { c: 16, h: 5, w: 5, o: 120, k: 5, pad: 0 },
+            ConvDims { c: 2, h: 6, w: 7, o: 3, k: 3, pad: 3 },
+        ] {
+            let batch = 11; // not a multiple of CHUNK
+            let x = pseudo_random(batch * d.in_len(), 1);
+            let w = pseudo_random(d.o * d.ckk(), 2);
+            let b = pseudo_random(d.o, 3);
+            let fast = conv_forward(&d, batch, &x, &w, &b, Act::Identity);
+            let slow = conv_naive(&d, batch, &x, &w, &b);
+            for (f, s) in fast.iter().zip(&slow) {
+                assert!((f - s).abs() < 1e-4, "{d:?}: {f} vs {s}");
+            }
+        }
+    }
+
+    #[test]
+    fn col2im_is_the_adjoint_of_im2col() {
+        // <im2col(x), c> == <x, col2im(c)> for any x, c.
+        let d = ConvDims { c: 2, h: 6, w: 7, o: 1, k: 3, pad: 2 };
+        let x = pseudo_random(d.in_len(), 4);
+        let c = pseudo_random(d.ckk() * d.p(), 5);
+        let mut cols = vec![0.0; c.len()];
+        im2col(&d, &x, &mut cols);
+        let mut back = vec![0.0; x.len()];
+        col2im_add(&d, &c, &mut back);
+        let lhs: f64 = cols.iter().zip(&c).map(|(a, b)| (*a as f64) * (*b as f64)).sum();
+        let rhs: f64 = x.iter().zip(&back).map(|(a, b)| (*a as f64) * (*b as f64)).sum();
+        assert!((lhs - rhs).abs() < 1e-3, "{lhs} vs {rhs}");
+    }
+
+    #[test]
+    fn max_pool_routes_gradient_to_the_winner() {
+        let x = vec![1.0, 5.0, 2.0, 0.0, 3.0, 4.0, 9.0, 1.0];
+        let (y, arg) = pool_forward(Pool::Max, 1, 2, 4, &x);
+        assert_eq!(y, vec![5.0, 9.0]);
+        let dx = pool_backward(Pool::Max, 1, 2, 4, &[1.0, 2.0], &arg);
+        assert_eq!(dx, vec![0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 2.0, 0.0]);
+        let (y, _) = pool_forward(Pool::Avg, 1, 2, 4, &x);
+        assert_eq!(y, vec![13.0 / 4.0, 3.0]);
+    }
+}

@@ -1,0 +1,220 @@
+//! LeNet-5 as the seed notebook builds it, on dfdx tensors.
+//!
+//! c1 conv 1->6 k5 pad 2, act, s2 pool, c3 conv 6->16 k5, act, s4 pool,
+//! c5 conv 16->120 k5, flatten, f6 linear 120->84, output linear 84->10.
+//! Parameters are kept flat (one 1-d tensor each) with PyTorch's names and
+//! shapes, and viewed in their shapes where used: reshaping a contiguous
+//! tensor keeps its id, so gradients land on the flat parameter.
+
+pub mod composed;
+pub mod fast;
+pub mod kernels;
+
+use anyhow::{bail, Result};
+use dfdx::prelude::*;
+use rand::distributions::{Distribution, Uniform};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::checkpoint::Weights;
+use crate::config::{Activation, ModelConfig, Pooling};
+use kernels::{Act, Pool};
+
+/// A batch of feature maps, [B, C, H, W].
+pub type Act4<D, T> = Tensor<(usize, usize, usize, usize), f32, D, T>;
+/// One flat parameter.
+pub type Param<D> = Tensor<(usize,), f32, D>;
+
+/// Names and shapes of the parameters, in PyTorch's `state_dict` order.
+pub const PARAMS: [(&str, &[usize]); 10] = [
+    ("c1.weight", &[6, 1, 5, 5]),
+    ("c1.bias", &[6]),
+    ("c3.weight", &[16, 6, 5, 5]),
+    ("c3.bias", &[16]),
+    ("c5.weight", &[120, 16, 5, 5]),
+    ("c5.bias", &[120]),
+    ("f6.weight", &[84, 120]),
+    ("f6.bias", &[84]),
+    ("output.weight", &[10, 84]),
+    ("output.bias", &[10]),
+];
+
+/// Which convolution and pooling implementation a forward pass uses.
+pub trait ConvOps<D: Device<f32>> {
+    /// `act(conv2d(x, w) + b)`; `need_dx` false when x is data.
+    #[allow(clippy::too_many_arguments)]
+    fn conv<T: Tape<f32, D>>(
+        &self,
+        x: Act4<D, T>,
+        w: &Param<D>,
+        b: &Param<D>,
+        w_shape: [usize; 4],
+        pad: usize,
+        act: Act,
+        need_dx: bool,
+    ) -> Act4<D, T>;
+    fn pool<T: Tape<f32, D>>(&self, x: Act4<D, T>, kind: Pool) -> Act4<D, T>;
+}
+
+/// Ops composed from dfdx tensor ops: any device, slow on the CPU.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ComposedOps;
+
+/// Hand-written CPU kernels on the tape.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FastCpuOps;
+
+impl<D: Device<f32>> ConvOps<D> for ComposedOps {
+    fn conv<T: Tape<f32, D>>(
+        &self,
+        x: Act4<D, T>,
+        w: &Param<D>,
+        b: &Param<D>,
+        w_shape: [usize; 4],
+        pad: usize,
+        act: Act,
+        _need_dx: bool,
+    ) -> Act4<D, T> {
+        activate(composed::conv2d(x, w, b, w_shape, pad), act)
+    }
+    fn pool<T: Tape<f32, D>>(&self, x: Act4<D, T>, kind: Pool) -> Act4<D, T> {
+        composed::pool2d(x, kind)
+    }
+}
+
+impl ConvOps<Cpu> for FastCpuOps {
+    fn conv<T: Tape<f32, Cpu>>(
+        &self,
+        x: Act4<Cpu, T>,
+        w: &Param<Cpu>,
+        b: &Param<Cpu>,
+        w_shape: [usize; 4],
+        pad: usize,
+        act: Act,
+        need_dx: bool,
+    ) -> Act4<Cpu, T> {
+        fast::conv2d(x, w, b, w_shape, pad, act, need_dx)
+    }
+    fn pool<T: Tape<f32, Cpu>>(&self, x: Act4<Cpu, T>, kind: Pool) -> Act4<Cpu, T> {
+        fast::pool2d(x, kind)
+    }
+}
+
+/// A dfdx activation, for the layers the kernels do not cover.
+pub fn activate<S: Shape, D: Device<f32>, T: Tape<f32, D>>(x: Tensor<S, f32, D, T>, act: Act) -> Tensor<S, f32, D, T> {
+    match act {
+        Act::Identity => x,
+        Act::Sigmoid => x.sigmoid(),
+        Act::Relu => x.relu(),
+        Act::Tanh => x.tanh(),
+    }
+}
+
+impl From<Activation> for Act {
+    fn from(a: Activation) -> Self {
+        match a {
+            Activation::Sigmoid => Act::Sigmoid,
+            Activation::Relu => Act::Relu,
+            Activation::Tanh => Act::Tanh,
+        }
+    }
+}
+
+impl From<Pooling> for Pool {
+    fn from(p: Pooling) -> Self {
+        match p {
+            Pooling::Avg => Pool::Avg,
+            Pooling::Max => Pool::Max,
+        }
+    }
+}
+
+fn shape4(i: usize) -> [usize; 4] {
+    let s = PARAMS[i].1;
+    [s[0], s[1], s[2], s[3]]
+}
+
+pub struct LeNet5<D: Device<f32>> {
+    pub arch: ModelConfig,
+    /// Flat parameters, in `PARAMS` order.
+    pub params: Vec<Param<D>>,
+}
+
+impl<D: Device<f32>> LeNet5<D> {
+    /// PyTorch's default initialisation for Conv2d and Linear: weights and
+    /// biases uniform in +-1/sqrt(fan_in), drawn from a seeded generator.
+    pub fn init(dev: &D, arch: &ModelConfig, seed: u64) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut tensors = Vec::new();
+        for pair in PARAMS.chunks(2) {
+            let w_shape = pair[0].1;
+            let fan_in: usize = w_shape[1..].iter().product();
+            let bound = 1.0 / (fan_in as f32).sqrt();
+            let dist = Uniform::new_inclusive(-bound, bound);
+            for (name, shape) in pair {
+                let n: usize = shape.iter().product();
+                let values: Vec<f32> = (0..n).map(|_| dist.sample(&mut rng)).collect();
+                tensors.push((name.to_string(), shape.to_vec(), values));
+            }
+        }
+        Self::from_weights(dev, arch, &Weights { tensors }).expect("fresh weights have the right shapes")
+    }
+
+    /// Builds the model from named weights, checking every name and shape.
+    pub fn from_weights(dev: &D, arch: &ModelConfig, weights: &Weights) -> Result<Self> {
+        let mut params = Vec::new();
+        for (name, shape) in PARAMS {
+            let Some((_, got_shape, values)) = weights.tensors.iter().find(|(n, _, _)| n == name) else {
+                bail!("weights lack tensor {name:?} (LeNet-5 needs {})", PARAMS.map(|p| p.0).join(", "));
+            };
+            if got_shape.as_slice() != shape {
+                bail!("tensor {name:?} has shape {got_shape:?}, expected {shape:?}");
+            }
+            params.push(dev.tensor_from_vec(values.clone(), (values.len(),)));
+        }
+        if let Some((extra, _, _)) = weights.tensors.iter().find(|(n, _, _)| !PARAMS.iter().any(|(p, _)| p == n)) {
+            bail!("weights hold an unexpected tensor {extra:?}: not a LeNet-5 checkpoint");
+        }
+        Ok(LeNet5 { arch: arch.clone(), params })
+    }
+
+    pub fn to_weights(&self) -> Weights {
+        let tensors = PARAMS
+            .iter()
+            .zip(&self.params)
+            .map(|((name, shape), t)| (name.to_string(), shape.to_vec(), t.as_vec()))
+            .collect();
+        Weights { tensors }
+    }
+
+    /// Logits [B, 10] for images [B, 1, 28, 28].
+    pub fn forward<O: ConvOps<D>, T: Tape<f32, D>>(&self, ops: &O, x: Act4<D, T>) -> Tensor<(usize, usize), f32, D, T> {
+        let act = Act::from(self.arch.activation);
+        let head_act = if self.arch.activate_c5_f6 { act } else { Act::Identity };
+        let pool = Pool::from(self.arch.pooling);
+        let p = &self.params;
+        let batch = x.shape().0;
+        let x = ops.conv(x, &p[0], &p[1], shape4(0), 2, act, false);
+        let x = ops.pool(x, pool);
+        let x = ops.conv(x, &p[2], &p[3], shape4(2), 0, act, true);
+        let x = ops.pool(x, pool);
+        let x = ops.conv(x, &p[4], &p[5], shape4(4), 0, head_act, true);
+        let x = x.reshape_like(&(batch, 120usize));
+        let x = activate(linear(x, &p[6], &p[7], 84, 120), head_act);
+        linear(x, &p[8], &p[9], 10, 84)
+    }
+}
+
+/// `x W^T + b`, PyTorch's Linear, with W [out, inp].
+pub fn linear<D: Device<f32>, T: Tape<f32, D>>(
+    x: Tensor<(usize, usize), f32, D, T>,
+    w: &Param<D>,
+    b: &Param<D>,
+    out: usize,
+    inp: usize,
+) -> Tensor<(usize, usize), f32, D, T> {
+    let batch = x.shape().0;
+    let wt = w.clone().reshape_like(&(out, inp)).permute::<(usize, usize), Axes2<1, 0>>();
+    let bias = b.clone().broadcast_like::<(usize, usize), Axis<0>>(&(batch, out));
+    x.matmul(wt) + bias
+}

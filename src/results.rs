@@ -1,0 +1,193 @@
+//! The run directory: `<results>/<name>/<run-id>/` with `config.toml`,
+//! `metrics.csv`, `summary.json` and `best.safetensors`. Every file is
+//! written whole to a temporary file in the same folder and then renamed
+//! over the old one, so a crash never leaves a half-written file.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+pub use crate::atomic::write_atomic;
+use crate::config::RunConfig;
+
+pub const CONFIG_FILE: &str = "config.toml";
+pub const METRICS_FILE: &str = "metrics.csv";
+pub const SUMMARY_FILE: &str = "summary.json";
+pub const BEST_FILE: &str = "best.safetensors";
+
+/// One row of `metrics.csv`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    pub lr: f64,
+    pub train_loss: f64,
+    pub train_acc: f64,
+    pub val_loss: f64,
+    pub val_acc: f64,
+    pub epoch_seconds: f64,
+    pub train_images_per_sec: f64,
+    pub finished_at: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Running,
+    Completed,
+    Interrupted,
+    Failed,
+}
+
+/// `summary.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub status: Status,
+    /// Why the run failed or stopped, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub name: String,
+    pub run_id: String,
+    pub best_epoch: Option<usize>,
+    pub best_val_acc: Option<f64>,
+    pub final_val_acc: Option<f64>,
+    pub epochs_completed: usize,
+    pub epochs_planned: usize,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub wall_seconds: f64,
+    pub mean_train_images_per_sec: Option<f64>,
+    pub peak_rss_mb: Option<f64>,
+    pub config_hash: String,
+    pub host: String,
+    pub device: String,
+    pub threads: usize,
+    pub runner_version: String,
+    pub dfdx_version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_commit: Option<String>,
+}
+
+/// A run's folder and the files in it.
+pub struct RunDir {
+    pub path: PathBuf,
+}
+
+impl RunDir {
+    pub fn for_config(results_root: &Path, config: &RunConfig) -> Self {
+        RunDir { path: results_root.join(&config.name).join(config.run_id()) }
+    }
+
+    pub fn create(&self) -> Result<()> {
+        std::fs::create_dir_all(&self.path).with_context(|| format!("creating run folder {}", self.path.display()))
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    pub fn write_config(&self, config: &RunConfig) -> Result<()> {
+        let text = format!(
+            "# Resolved config of run {} (defaults < spec < environment < --set).\n{}",
+            config.run_id(),
+            config.to_toml()
+        );
+        write_atomic(&self.file(CONFIG_FILE), text.as_bytes())
+    }
+
+    /// Rewrites `metrics.csv` with all rows so far.
+    pub fn write_metrics(&self, rows: &[EpochMetrics]) -> Result<()> {
+        write_atomic(&self.file(METRICS_FILE), &metrics_csv(rows)?)
+    }
+
+    pub fn write_summary(&self, summary: &Summary) -> Result<()> {
+        let mut text = serde_json::to_vec_pretty(summary)?;
+        text.push(b'\n');
+        write_atomic(&self.file(SUMMARY_FILE), &text)
+    }
+
+    pub fn read_summary(&self) -> Result<Summary> {
+        read_summary(&self.file(SUMMARY_FILE))
+    }
+}
+
+pub fn metrics_csv(rows: &[EpochMetrics]) -> Result<Vec<u8>> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    if rows.is_empty() {
+        writer.write_record([
+            "epoch",
+            "lr",
+            "train_loss",
+            "train_acc",
+            "val_loss",
+            "val_acc",
+            "epoch_seconds",
+            "train_images_per_sec",
+            "finished_at",
+        ])?;
+    }
+    for row in rows {
+        writer.serialize(row)?;
+    }
+    Ok(writer.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?)
+}
+
+pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
+    let mut reader = csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
+    reader
+        .deserialize()
+        .enumerate()
+        .map(|(i, row)| row.with_context(|| format!("{}: row {}", path.display(), i + 2)))
+        .collect()
+}
+
+pub fn read_summary(path: &Path) -> Result<Summary> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: not a run summary", path.display()))
+}
+
+/// Reads a run's resolved config back.
+pub fn read_config(path: &Path) -> Result<RunConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("{}: not a run config", path.display()))
+}
+
+/// Peak resident memory of this process so far, in MB (Linux; None elsewhere).
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+pub fn now_rfc3339() -> String {
+    chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_round_trip_with_the_documented_header() {
+        let row = EpochMetrics {
+            epoch: 1,
+            lr: 0.001,
+            train_loss: 2.0,
+            train_acc: 0.5,
+            val_loss: 1.5,
+            val_acc: 0.6,
+            epoch_seconds: 3.0,
+            train_images_per_sec: 100.0,
+            finished_at: "2026-01-01T00:00:00+00:00".into(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.csv");
+        write_atomic(&path, &metrics_csv(&[row.clone()]).unwrap()).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with(
+            "epoch,lr,train_loss,train_acc,val_loss,val_acc,epoch_seconds,train_images_per_sec,finished_at\n"
+        ));
+        assert_eq!(read_metrics(&path).unwrap(), vec![row]);
+    }
+}
