@@ -452,7 +452,9 @@ fn describe_error(error: &figment::Error) -> String {
     let mut path = error.path.clone();
     let what = match &error.kind {
         Kind::UnknownField(field, expected) => {
-            path.push(field.clone());
+            if path.last() != Some(field) {
+                path.push(field.clone());
+            }
             format!("unknown key; expected one of: {}", expected.join(", "))
         }
         Kind::UnknownVariant(variant, expected) => {

@@ -140,7 +140,7 @@ mod tests {
         bad_magic[2] = 0x09;
         assert!(matches!(parse_images("f", &bad_magic), Err(IdxError::BadMagic { .. })));
         // A labels file given where images are expected: wrong dimension count.
-        assert!(matches!(parse_images("f", &encode_labels(&[1])), Err(IdxError::BadMagic { .. })));
+        assert!(matches!(parse_images("f", &encode_labels(&[1; 20])), Err(IdxError::BadMagic { .. })));
         assert!(matches!(
             parse_images("f", &good[..good.len() - 1]),
             Err(IdxError::WrongLength { expected: 784, actual: 783, .. })

@@ -1,0 +1,121 @@
+//! Data loading through the CLI: missing files, malformed IDX files, and the
+//! download from a mirror (a local HTTP server on 127.0.0.1 serving the real
+//! files), including a corrupted file that must be rejected.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::thread;
+
+const FILES: [&str; 4] = [
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+];
+
+fn spec_with_data(dir: &Path, data_dir: &Path, extra: &str) -> std::path::PathBuf {
+    let spec = dir.join("data.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "[data]\ndir = \"{}\"\nlimit_train = 500\nlimit_test = 200\n{extra}\n[train]\nepochs = 1\nlr = 0.01\n[model]\nactivation = \"relu\"\n",
+            data_dir.display()
+        ),
+    )
+    .unwrap();
+    spec
+}
+
+#[test]
+fn missing_files_without_download_say_which_where_and_how() {
+    let tmp = tempfile::tempdir().unwrap();
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let spec = spec_with_data(tmp.path(), &empty, "download = false");
+    let out = runner().arg("run").arg(&spec).arg("--results-dir").arg(tmp.path().join("r")).output().unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains(&empty.display().to_string()), "{err}");
+    assert!(err.contains("t10k-labels-idx1-ubyte.gz") && err.contains("data.download = true"), "{err}");
+}
+
+#[test]
+fn a_malformed_idx_file_is_named_in_the_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    for f in FILES {
+        std::fs::copy(mnist_dir().join(f), data.join(f)).unwrap();
+    }
+    // Test labels replaced by a raw file whose header claims more labels than it holds.
+    std::fs::remove_file(data.join("t10k-labels-idx1-ubyte.gz")).unwrap();
+    std::fs::write(data.join("t10k-labels-idx1-ubyte"), [0u8, 0, 8, 1, 0, 0, 0, 9, 1, 2, 3]).unwrap();
+    let spec = spec_with_data(tmp.path(), &data, "download = false");
+    let out = runner().arg("run").arg(&spec).arg("--results-dir").arg(tmp.path().join("r")).output().unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("t10k-labels-idx1-ubyte") && err.contains("header says 9 data bytes"), "{err}");
+}
+
+/// Serves `files` (name -> bytes) on 127.0.0.1 until `requests` requests were answered.
+fn serve(files: Vec<(String, Vec<u8>)>, requests: usize) -> (String, thread::JoinHandle<()>) {
+    let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/mnist/", server.server_addr().to_ip().unwrap());
+    let handle = thread::spawn(move || {
+        for _ in 0..requests {
+            let Ok(Some(request)) = server.recv_timeout(std::time::Duration::from_secs(60)) else { return };
+            let name = request.url().rsplit('/').next().unwrap_or("").to_string();
+            match files.iter().find(|(n, _)| *n == name) {
+                Some((_, bytes)) => request.respond(tiny_http::Response::from_data(bytes.clone())).unwrap(),
+                None => request.respond(tiny_http::Response::empty(404)).unwrap(),
+            }
+        }
+    });
+    (url, handle)
+}
+
+fn real_files() -> Vec<(String, Vec<u8>)> {
+    FILES.iter().map(|f| (f.to_string(), std::fs::read(mnist_dir().join(f)).unwrap())).collect()
+}
+
+#[test]
+fn downloads_missing_files_from_a_mirror_and_verifies_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("fresh");
+    let (url, server) = serve(real_files(), 4);
+    let spec = spec_with_data(tmp.path(), &data, &format!("download = true\nbase_url = \"{url}\""));
+    let out = runner().arg("run").arg(&spec).arg("--results-dir").arg(tmp.path().join("r")).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    server.join().unwrap();
+    for f in FILES {
+        let got = std::fs::read(data.join(f)).unwrap();
+        assert_eq!(got, std::fs::read(mnist_dir().join(f)).unwrap(), "{f}");
+    }
+    // Nothing but the four files: no temporary leftovers.
+    assert_eq!(std::fs::read_dir(&data).unwrap().count(), 4);
+}
+
+#[test]
+fn a_corrupted_download_is_rejected_and_not_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("fresh");
+    let mut files = real_files();
+    // Flip bytes in the middle of the (compressed) test images.
+    let bytes = &mut files[2].1;
+    let mid = bytes.len() / 2;
+    for b in &mut bytes[mid..mid + 16] {
+        *b ^= 0x5a;
+    }
+    let (url, server) = serve(files, 3);
+    let spec = spec_with_data(tmp.path(), &data, &format!("download = true\nbase_url = \"{url}\""));
+    let out = runner().arg("run").arg(&spec).arg("--results-dir").arg(tmp.path().join("r")).output().unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("t10k-images-idx3-ubyte.gz") && err.contains("checksum mismatch"), "{err}");
+    server.join().unwrap();
+    assert!(!data.join("t10k-images-idx3-ubyte.gz").exists(), "corrupted file was kept");
+    let leftovers: Vec<_> = std::fs::read_dir(&data).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(leftovers.iter().all(|n| !n.to_string_lossy().starts_with(".tmp")), "{leftovers:?}");
+}
