@@ -18,6 +18,8 @@ pub enum Command {
     /// Report test loss and accuracy of a run's best checkpoint, or of any
     /// LeNet-5 checkpoint in safetensors with PyTorch's parameter names.
     Eval(EvalArgs),
+    /// Measure training and inference throughput, epoch time and peak memory.
+    Bench(BenchArgs),
     /// Print every config key with its default value, as TOML.
     Defaults,
 }
@@ -59,4 +61,32 @@ pub struct EvalArgs {
     pub checkpoint: Option<PathBuf>,
     #[command(flatten)]
     pub overrides: Overrides,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Folder with the MNIST files (missing files are downloaded there).
+    #[arg(long, value_name = "DIR", default_value = "data/mnist")]
+    pub data: PathBuf,
+    /// Seconds of timed work per table cell, after a short warm-up.
+    #[arg(long, default_value_t = 3.0)]
+    pub seconds: f64,
+    /// Training batch sizes to measure.
+    #[arg(long, value_delimiter = ',', default_value = "16,64,256")]
+    pub train_batches: Vec<usize>,
+    /// Inference batch sizes to measure.
+    #[arg(long, value_delimiter = ',', default_value = "256,1000")]
+    pub infer_batches: Vec<usize>,
+    /// Worker threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Device: auto, cpu or cuda.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Skip timing a full epoch of the seed's setup.
+    #[arg(long)]
+    pub no_epoch: bool,
+    /// Print the results as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }

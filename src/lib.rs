@@ -6,6 +6,7 @@
 //! (the run folder), `device` (the CPU/CUDA seam), `cli` and `commands`.
 
 pub mod atomic;
+pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod commands;

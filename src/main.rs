@@ -18,6 +18,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Run(args) => commands::run::execute(args),
         Command::Eval(args) => commands::eval::execute(args),
+        Command::Bench(args) => commands::bench::execute(args),
         Command::Defaults => {
             print!("{}", runner::config::default_toml());
             Ok(0)

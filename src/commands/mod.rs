@@ -1,6 +1,7 @@
 //! One file per subcommand; each takes its parsed arguments and returns
 //! the process exit code.
 
+pub mod bench;
 pub mod eval;
 pub mod run;
 

@@ -40,7 +40,7 @@ pub const PARAMS: [(&str, &[usize]); 10] = [
 ];
 
 /// Which convolution and pooling implementation a forward pass uses.
-pub trait ConvOps<D: Device<f32>> {
+pub trait ConvOps<D: Device<f32>>: Clone {
     /// `act(conv2d(x, w) + b)`; `need_dx` false when x is data.
     #[allow(clippy::too_many_arguments)]
     fn conv<T: Tape<f32, D>>(

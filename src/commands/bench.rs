@@ -1,0 +1,44 @@
+//! `runner bench`: see `crate::bench`.
+
+use anyhow::{Context, Result};
+
+use crate::bench::{self, Bench, BenchPlan, BenchReport, Epoch};
+use crate::cli::BenchArgs;
+use crate::config::{DataConfig, DeviceChoice};
+use crate::data;
+use crate::device;
+use crate::results::peak_rss_mb;
+
+pub fn execute(args: &BenchArgs) -> Result<i32> {
+    let choice: DeviceChoice = serde_json::from_value(serde_json::Value::String(args.device.clone()))
+        .map_err(|_| anyhow::anyhow!("--device {:?}: expected auto, cpu or cuda", args.device))?;
+    let backend = device::resolve(choice)?;
+    let threads = super::init_threads(args.threads);
+    let data_config = DataConfig { dir: args.data.clone(), ..DataConfig::default() };
+    let data = data::load(&data_config).context("loading MNIST for the benchmark")?;
+    let plan = BenchPlan {
+        train_batches: args.train_batches.clone(),
+        infer_batches: args.infer_batches.clone(),
+        seconds: args.seconds,
+        epoch: !args.no_epoch,
+    };
+    if plan.train_batches.iter().chain(&plan.infer_batches).any(|&b| b == 0 || b > data.test.len()) {
+        anyhow::bail!("batch sizes must be between 1 and {}", data.test.len());
+    }
+    let cells = device::dispatch(backend, Bench { plan: &plan, data: &data })?;
+    let epoch_seconds = if plan.epoch { Some(device::dispatch(backend, Epoch { data: &data })?) } else { None };
+    let report = BenchReport {
+        device: backend.describe().into(),
+        threads,
+        cells,
+        epoch_seconds,
+        epoch_train_images: plan.epoch.then_some(data.train.len()),
+        peak_rss_mb: peak_rss_mb(),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", bench::table(&report));
+    }
+    Ok(0)
+}
