@@ -48,8 +48,10 @@ pub struct BenchReport {
     pub peak_rss_mb: Option<f64>,
 }
 
-pub const VARIANTS: [(&str, Activation, Pooling); 2] =
-    [("sigmoid+avg", Activation::Sigmoid, Pooling::Avg), ("relu+max", Activation::Relu, Pooling::Max)];
+pub const VARIANTS: [(&str, Activation, Pooling); 2] = [
+    ("sigmoid+avg", Activation::Sigmoid, Pooling::Avg),
+    ("relu+max", Activation::Relu, Pooling::Max),
+];
 
 pub struct Bench<'a> {
     pub plan: &'a BenchPlan,
@@ -58,19 +60,32 @@ pub struct Bench<'a> {
 
 fn config_for(activation: Activation, pooling: Pooling, batch_size: usize) -> RunConfig {
     let mut config = RunConfig::default();
-    config.model = ModelConfig { activation, pooling, activate_c5_f6: false };
+    config.model = ModelConfig {
+        activation,
+        pooling,
+        activate_c5_f6: false,
+    };
     config.train.batch_size = batch_size;
     config
 }
 
 /// Runs `step` on successive batches until `seconds` have passed; returns (images, seconds).
-fn timed(split: &Split, batch: usize, seconds: f64, mut step: impl FnMut(Vec<f32>, &[usize])) -> (usize, f64) {
+fn timed(
+    split: &Split,
+    batch: usize,
+    seconds: f64,
+    mut step: impl FnMut(Vec<f32>, &[usize]),
+) -> (usize, f64) {
     let order = epoch_order(split.len(), 1, 0);
     let (mut pixels, mut labels) = (Vec::with_capacity(batch * PIXELS), Vec::new());
     let mut batches = order.chunks_exact(batch).cycle();
     // Warm-up: caches, allocator, thread pool.
     for _ in 0..3 {
-        split.gather(batches.next().expect("split holds a batch"), &mut pixels, &mut labels);
+        split.gather(
+            batches.next().expect("split holds a batch"),
+            &mut pixels,
+            &mut labels,
+        );
         step(std::mem::take(&mut pixels), &labels);
     }
     let started = Instant::now();
@@ -137,7 +152,11 @@ impl DeviceTask for Epoch<'_> {
         let mut trainer = Trainer::new(dev, ops, &config);
         struct Quiet;
         impl crate::train::Observer for Quiet {
-            fn epoch_end(&mut self, _: &crate::results::EpochMetrics, _: Option<&crate::checkpoint::Weights>) -> Result<()> {
+            fn epoch_end(
+                &mut self,
+                _: &crate::results::EpochMetrics,
+                _: Option<&crate::checkpoint::Weights>,
+            ) -> Result<()> {
                 Ok(())
             }
         }
@@ -150,9 +169,15 @@ impl DeviceTask for Epoch<'_> {
 /// The report as a plain text table.
 pub fn table(report: &BenchReport) -> String {
     let mut out = format!("device: {}, {} threads\n", report.device, report.threads);
-    out.push_str(&format!("{:<12} {:<6} {:>6} {:>12}\n", "variant", "mode", "batch", "images/s"));
+    out.push_str(&format!(
+        "{:<12} {:<6} {:>6} {:>12}\n",
+        "variant", "mode", "batch", "images/s"
+    ));
     for c in &report.cells {
-        out.push_str(&format!("{:<12} {:<6} {:>6} {:>12.0}\n", c.variant, c.mode, c.batch_size, c.images_per_sec));
+        out.push_str(&format!(
+            "{:<12} {:<6} {:>6} {:>12.0}\n",
+            c.variant, c.mode, c.batch_size, c.images_per_sec
+        ));
     }
     if let Some(s) = report.epoch_seconds {
         out.push_str(&format!(

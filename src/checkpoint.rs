@@ -29,26 +29,38 @@ impl Weights {
             .tensors
             .iter()
             .zip(&bytes)
-            .map(|((name, shape, _), data)| Ok((name.clone(), TensorView::new(Dtype::F32, shape.clone(), data)?)))
+            .map(|((name, shape, _), data)| {
+                Ok((
+                    name.clone(),
+                    TensorView::new(Dtype::F32, shape.clone(), data)?,
+                ))
+            })
             .collect::<Result<_>>()?;
         Ok(safetensors::serialize(views, &Some(metadata))?)
     }
 
     pub fn from_safetensors(file: &str, bytes: &[u8]) -> Result<Self> {
-        let st = SafeTensors::deserialize(bytes).map_err(|e| anyhow::anyhow!("{file}: not a safetensors file: {e}"))?;
+        let st = SafeTensors::deserialize(bytes)
+            .map_err(|e| anyhow::anyhow!("{file}: not a safetensors file: {e}"))?;
         let mut tensors = Vec::new();
         let mut names = st.names();
         names.sort();
         for name in names {
             let view = st.tensor(name)?;
             let values: Vec<f32> = match view.dtype() {
-                Dtype::F32 => view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+                Dtype::F32 => view
+                    .data()
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
                 Dtype::F64 => view
                     .data()
                     .chunks_exact(8)
                     .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32)
                     .collect(),
-                other => bail!("{file}: tensor {name:?} is {other:?}; only F32 (or F64) weights can be read"),
+                other => bail!(
+                    "{file}: tensor {name:?} is {other:?}; only F32 (or F64) weights can be read"
+                ),
             };
             tensors.push((name.to_string(), view.shape().to_vec(), values));
         }
@@ -60,7 +72,8 @@ impl Weights {
     }
 
     pub fn load(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).with_context(|| format!("reading checkpoint {}", path.display()))?;
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("reading checkpoint {}", path.display()))?;
         Self::from_safetensors(&path.display().to_string(), &bytes)
     }
 }

@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "runner", version, about = "Train, sweep and compare LeNet-5 variants on MNIST-style data")]
+#[command(
+    name = "runner",
+    version,
+    about = "Train, sweep and compare LeNet-5 variants on MNIST-style data"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -260,7 +260,11 @@ impl RunConfig {
             ),
         );
         check(t.epochs >= 1, "train.epochs", "must be at least 1".into());
-        check(t.batch_size >= 1, "train.batch_size", "must be at least 1".into());
+        check(
+            t.batch_size >= 1,
+            "train.batch_size",
+            "must be at least 1".into(),
+        );
         check(
             t.eval_batch_size >= 1,
             "train.eval_batch_size",
@@ -281,7 +285,11 @@ impl RunConfig {
             "train.weight_decay",
             format!("must be zero or positive, got {}", t.weight_decay),
         );
-        check(t.step_size >= 1, "train.step_size", "must be at least 1".into());
+        check(
+            t.step_size >= 1,
+            "train.step_size",
+            "must be at least 1".into(),
+        );
         check(
             t.gamma.is_finite() && t.gamma > 0.0,
             "train.gamma",
@@ -323,9 +331,9 @@ impl CommandLine {
     fn parse(sets: &[String]) -> Result<Self> {
         let mut parsed = Vec::new();
         for set in sets {
-            let (key, raw) = set
-                .split_once('=')
-                .with_context(|| format!("--set {set:?}: expected KEY=VALUE, e.g. train.lr=0.01"))?;
+            let (key, raw) = set.split_once('=').with_context(|| {
+                format!("--set {set:?}: expected KEY=VALUE, e.g. train.lr=0.01")
+            })?;
             let key = key.trim();
             if key.is_empty() || key.split('.').any(|part| part.is_empty()) {
                 bail!("--set {set:?}: {key:?} is not a key; keys look like train.lr");
@@ -340,7 +348,9 @@ impl CommandLine {
 /// anything that is not valid TOML is taken as a bare string (`relu`).
 fn parse_value(raw: &str) -> toml::Value {
     match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
-        Ok(mut table) => table.remove("v").unwrap_or_else(|| toml::Value::String(raw.into())),
+        Ok(mut table) => table
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.into())),
         Err(_) => toml::Value::String(raw.into()),
     }
 }
@@ -399,13 +409,20 @@ fn figment_for(sources: &Sources) -> Result<Figment> {
     let mut figment = Figment::from(Serialized::defaults(RunConfig::default()));
     if let Some(spec) = sources.spec {
         if !spec.is_file() {
-            bail!("spec file {} does not exist or is not a file", spec.display());
+            bail!(
+                "spec file {} does not exist or is not a file",
+                spec.display()
+            );
         }
         // Parse once up front: figment reports TOML syntax errors without a line.
         let text = std::fs::read_to_string(spec)
             .with_context(|| format!("reading spec file {}", spec.display()))?;
         if let Err(e) = text.parse::<toml::Table>() {
-            bail!("{}: not valid TOML: {}", spec.display(), e.to_string().trim_end());
+            bail!(
+                "{}: not valid TOML: {}",
+                spec.display(),
+                e.to_string().trim_end()
+            );
         }
         // The name defaults to the file's stem: `experiments/modern.toml` -> "modern".
         if let Some(stem) = spec.file_stem().and_then(|s| s.to_str()) {
@@ -458,7 +475,10 @@ fn describe_error(error: &figment::Error) -> String {
             format!("unknown key; expected one of: {}", expected.join(", "))
         }
         Kind::UnknownVariant(variant, expected) => {
-            format!("unknown value {variant:?}; expected one of: {}", expected.join(", "))
+            format!(
+                "unknown value {variant:?}; expected one of: {}",
+                expected.join(", ")
+            )
         }
         Kind::InvalidType(actual, expected) => format!("expected {expected}, found {actual}"),
         Kind::InvalidValue(actual, expected) => format!("expected {expected}, found {actual}"),
@@ -534,7 +554,11 @@ pub fn flatten(config: &RunConfig) -> BTreeMap<String, String> {
         match value {
             serde_json::Value::Object(map) => {
                 for (k, v) in map {
-                    let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
                     walk(&key, v, out);
                 }
             }
@@ -547,7 +571,11 @@ pub fn flatten(config: &RunConfig) -> BTreeMap<String, String> {
         }
     }
     let mut out = BTreeMap::new();
-    walk("", &serde_json::to_value(config).expect("config serializes"), &mut out);
+    walk(
+        "",
+        &serde_json::to_value(config).expect("config serializes"),
+        &mut out,
+    );
     out
 }
 

@@ -36,7 +36,11 @@ impl Backend {
 pub fn resolve(choice: DeviceChoice) -> Result<Backend> {
     match choice {
         DeviceChoice::Cpu => Ok(Backend::Cpu),
-        DeviceChoice::Auto => Ok(if cuda_available() { gpu_backend() } else { Backend::Cpu }),
+        DeviceChoice::Auto => Ok(if cuda_available() {
+            gpu_backend()
+        } else {
+            Backend::Cpu
+        }),
         DeviceChoice::Cuda => {
             if !cfg!(feature = "cuda") {
                 bail!(

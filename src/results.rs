@@ -75,11 +75,14 @@ pub struct RunDir {
 
 impl RunDir {
     pub fn for_config(results_root: &Path, config: &RunConfig) -> Self {
-        RunDir { path: results_root.join(&config.name).join(config.run_id()) }
+        RunDir {
+            path: results_root.join(&config.name).join(config.run_id()),
+        }
     }
 
     pub fn create(&self) -> Result<()> {
-        std::fs::create_dir_all(&self.path).with_context(|| format!("creating run folder {}", self.path.display()))
+        std::fs::create_dir_all(&self.path)
+            .with_context(|| format!("creating run folder {}", self.path.display()))
     }
 
     pub fn file(&self, name: &str) -> PathBuf {
@@ -133,7 +136,8 @@ pub fn metrics_csv(rows: &[EpochMetrics]) -> Result<Vec<u8>> {
 }
 
 pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
-    let mut reader = csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut reader =
+        csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
     reader
         .deserialize()
         .enumerate()
@@ -142,13 +146,15 @@ pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
 }
 
 pub fn read_summary(path: &Path) -> Result<Summary> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{}: not a run summary", path.display()))
 }
 
 /// Reads a run's resolved config back.
 pub fn read_config(path: &Path) -> Result<RunConfig> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("{}: not a run config", path.display()))
 }
 

@@ -55,7 +55,12 @@ impl Sgd {
         }
     }
 
-    pub fn step<D: Device<f32>>(&mut self, params: &mut [Param<D>], grads: &Gradients<f32, D>, lr: f32) {
+    pub fn step<D: Device<f32>>(
+        &mut self,
+        params: &mut [Param<D>],
+        grads: &Gradients<f32, D>,
+        lr: f32,
+    ) {
         for (i, param) in params.iter_mut().enumerate() {
             self.grad.resize(param.shape().0, 0.0);
             grads.get(param).copy_into(&mut self.grad);
@@ -76,7 +81,12 @@ fn score(logits: &[f32], labels: &[usize]) -> (f64, usize) {
     let mut correct = 0;
     for (row, &label) in logits.chunks_exact(CLASSES).zip(labels) {
         let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
-        let lse = max + row.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln();
+        let lse = max
+            + row
+                .iter()
+                .map(|&v| (v as f64 - max).exp())
+                .sum::<f64>()
+                .ln();
         loss += lse - row[label] as f64;
         if argmax(row) == label {
             correct += 1;
@@ -114,15 +124,26 @@ pub struct Trainer<D: Device<f32>, O: ConvOps<D>> {
 impl<D: Device<f32>, O: ConvOps<D>> Trainer<D, O> {
     pub fn new(dev: D, ops: O, config: &RunConfig) -> Self {
         let model = LeNet5::init(&dev, &config.model, config.train.seed);
-        let sgd = Sgd::new(&model.params, config.train.momentum, config.train.weight_decay);
-        Trainer { dev, ops, model, sgd }
+        let sgd = Sgd::new(
+            &model.params,
+            config.train.momentum,
+            config.train.weight_decay,
+        );
+        Trainer {
+            dev,
+            ops,
+            model,
+            sgd,
+        }
     }
 
     /// One SGD step on a batch; returns (summed loss, correct count) of the
     /// batch as the model saw it before the update.
     pub fn train_step(&mut self, images: Vec<f32>, labels: &[usize], lr: f32) -> (f64, usize) {
         let n = labels.len();
-        let x = self.dev.tensor_from_vec(images, (n, 1usize, 28usize, 28usize));
+        let x = self
+            .dev
+            .tensor_from_vec(images, (n, 1usize, 28usize, 28usize));
         let targets = self.dev.tensor_from_vec(one_hot(labels), (n, CLASSES));
         let logits = self.model.forward(&self.ops, x.traced(Gradients::leaky()));
         let (logits, tape) = logits.split_tape();
@@ -135,7 +156,9 @@ impl<D: Device<f32>, O: ConvOps<D>> Trainer<D, O> {
 
     /// Logits for `n` images (f32 in [0, 1], 28x28 each), no gradients.
     pub fn logits(&self, images: Vec<f32>, n: usize) -> Vec<f32> {
-        let x = self.dev.tensor_from_vec(images, (n, 1usize, 28usize, 28usize));
+        let x = self
+            .dev
+            .tensor_from_vec(images, (n, 1usize, 28usize, 28usize));
         self.model.forward(&self.ops, x).as_vec()
     }
 
@@ -156,11 +179,19 @@ impl<D: Device<f32>, O: ConvOps<D>> Trainer<D, O> {
     }
 
     /// Trains `config.train.epochs` epochs, reporting to `observer`.
-    pub fn fit(&mut self, config: &RunConfig, data: &Data, observer: &mut dyn Observer) -> Result<Outcome> {
+    pub fn fit(
+        &mut self,
+        config: &RunConfig,
+        data: &Data,
+        observer: &mut dyn Observer,
+    ) -> Result<Outcome> {
         let t = &config.train;
         let n = data.train.len();
         if n == 0 || data.test.is_empty() {
-            bail!("the dataset is empty (train {n} images, test {})", data.test.len());
+            bail!(
+                "the dataset is empty (train {n} images, test {})",
+                data.test.len()
+            );
         }
         let batches = n.div_ceil(t.batch_size);
         let mut best_acc = f64::NEG_INFINITY;
@@ -177,17 +208,29 @@ impl<D: Device<f32>, O: ConvOps<D>> Trainer<D, O> {
                 data.train.gather(idx, &mut pixels, &mut labels);
                 let (l, c) = self.train_step(std::mem::take(&mut pixels), &labels, lr as f32);
                 if !l.is_finite() {
-                    bail!("loss became {l} in epoch {} batch {} (lr {lr} too high?)", epoch + 1, b + 1);
+                    bail!(
+                        "loss became {l} in epoch {} batch {} (lr {lr} too high?)",
+                        epoch + 1,
+                        b + 1
+                    );
                 }
                 loss_sum += l;
                 correct += c;
                 seen += idx.len();
-                observer.batch_end(b + 1, batches, loss_sum / seen as f64, correct as f64 / seen as f64);
+                observer.batch_end(
+                    b + 1,
+                    batches,
+                    loss_sum / seen as f64,
+                    correct as f64 / seen as f64,
+                );
             }
             let train_seconds = started.elapsed().as_secs_f64();
             let (val_loss, val_acc) = self.evaluate(&data.test, t.eval_batch_size);
             if !val_loss.is_finite() {
-                bail!("validation loss became {val_loss} after epoch {}", epoch + 1);
+                bail!(
+                    "validation loss became {val_loss} after epoch {}",
+                    epoch + 1
+                );
             }
             let metrics = EpochMetrics {
                 epoch: epoch + 1,

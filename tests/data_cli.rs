@@ -34,11 +34,20 @@ fn missing_files_without_download_say_which_where_and_how() {
     let empty = tmp.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
     let spec = spec_with_data(tmp.path(), &empty, "download = false");
-    let out = runner().arg("run").arg(&spec).arg("--results-dir").arg(tmp.path().join("r")).output().unwrap();
+    let out = runner()
+        .arg("run")
+        .arg(&spec)
+        .arg("--results-dir")
+        .arg(tmp.path().join("r"))
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(err.contains(&empty.display().to_string()), "{err}");
-    assert!(err.contains("t10k-labels-idx1-ubyte.gz") && err.contains("data.download = true"), "{err}");
+    assert!(
+        err.contains("t10k-labels-idx1-ubyte.gz") && err.contains("data.download = true"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -51,12 +60,25 @@ fn a_malformed_idx_file_is_named_in_the_error() {
     }
     // Test labels replaced by a raw file whose header claims more labels than it holds.
     std::fs::remove_file(data.join("t10k-labels-idx1-ubyte.gz")).unwrap();
-    std::fs::write(data.join("t10k-labels-idx1-ubyte"), [0u8, 0, 8, 1, 0, 0, 0, 9, 1, 2, 3]).unwrap();
+    std::fs::write(
+        data.join("t10k-labels-idx1-ubyte"),
+        [0u8, 0, 8, 1, 0, 0, 0, 9, 1, 2, 3],
+    )
+    .unwrap();
     let spec = spec_with_data(tmp.path(), &data, "download = false");
-    let out = runner().arg("run").arg(&spec).arg("--results-dir").arg(tmp.path().join("r")).output().unwrap();
+    let out = runner()
+        .arg("run")
+        .arg(&spec)
+        .arg("--results-dir")
+        .arg(tmp.path().join("r"))
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(err.contains("t10k-labels-idx1-ubyte") && err.contains("header says 9 data bytes"), "{err}");
+    assert!(
+        err.contains("t10k-labels-idx1-ubyte") && err.contains("header says 9 data bytes"),
+        "{err}"
+    );
 }
 
 /// Serves `files` (name -> bytes) on 127.0.0.1 until `requests` requests were answered.
@@ -65,10 +87,14 @@ fn serve(files: Vec<(String, Vec<u8>)>, requests: usize) -> (String, thread::Joi
     let url = format!("http://{}/mnist/", server.server_addr().to_ip().unwrap());
     let handle = thread::spawn(move || {
         for _ in 0..requests {
-            let Ok(Some(request)) = server.recv_timeout(std::time::Duration::from_secs(60)) else { return };
+            let Ok(Some(request)) = server.recv_timeout(std::time::Duration::from_secs(60)) else {
+                return;
+            };
             let name = request.url().rsplit('/').next().unwrap_or("").to_string();
             match files.iter().find(|(n, _)| *n == name) {
-                Some((_, bytes)) => request.respond(tiny_http::Response::from_data(bytes.clone())).unwrap(),
+                Some((_, bytes)) => request
+                    .respond(tiny_http::Response::from_data(bytes.clone()))
+                    .unwrap(),
                 None => request.respond(tiny_http::Response::empty(404)).unwrap(),
             }
         }
@@ -77,7 +103,10 @@ fn serve(files: Vec<(String, Vec<u8>)>, requests: usize) -> (String, thread::Joi
 }
 
 fn real_files() -> Vec<(String, Vec<u8>)> {
-    FILES.iter().map(|f| (f.to_string(), std::fs::read(mnist_dir().join(f)).unwrap())).collect()
+    FILES
+        .iter()
+        .map(|f| (f.to_string(), std::fs::read(mnist_dir().join(f)).unwrap()))
+        .collect()
 }
 
 #[test]
@@ -85,8 +114,18 @@ fn downloads_missing_files_from_a_mirror_and_verifies_them() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("fresh");
     let (url, server) = serve(real_files(), 4);
-    let spec = spec_with_data(tmp.path(), &data, &format!("download = true\nbase_url = \"{url}\""));
-    let out = runner().arg("run").arg(&spec).arg("--results-dir").arg(tmp.path().join("r")).output().unwrap();
+    let spec = spec_with_data(
+        tmp.path(),
+        &data,
+        &format!("download = true\nbase_url = \"{url}\""),
+    );
+    let out = runner()
+        .arg("run")
+        .arg(&spec)
+        .arg("--results-dir")
+        .arg(tmp.path().join("r"))
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     server.join().unwrap();
     for f in FILES {
@@ -109,13 +148,37 @@ fn a_corrupted_download_is_rejected_and_not_kept() {
         *b ^= 0x5a;
     }
     let (url, server) = serve(files, 3);
-    let spec = spec_with_data(tmp.path(), &data, &format!("download = true\nbase_url = \"{url}\""));
-    let out = runner().arg("run").arg(&spec).arg("--results-dir").arg(tmp.path().join("r")).output().unwrap();
+    let spec = spec_with_data(
+        tmp.path(),
+        &data,
+        &format!("download = true\nbase_url = \"{url}\""),
+    );
+    let out = runner()
+        .arg("run")
+        .arg(&spec)
+        .arg("--results-dir")
+        .arg(tmp.path().join("r"))
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(err.contains("t10k-images-idx3-ubyte.gz") && err.contains("checksum mismatch"), "{err}");
+    assert!(
+        err.contains("t10k-images-idx3-ubyte.gz") && err.contains("checksum mismatch"),
+        "{err}"
+    );
     server.join().unwrap();
-    assert!(!data.join("t10k-images-idx3-ubyte.gz").exists(), "corrupted file was kept");
-    let leftovers: Vec<_> = std::fs::read_dir(&data).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert!(leftovers.iter().all(|n| !n.to_string_lossy().starts_with(".tmp")), "{leftovers:?}");
+    assert!(
+        !data.join("t10k-images-idx3-ubyte.gz").exists(),
+        "corrupted file was kept"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        leftovers
+            .iter()
+            .all(|n| !n.to_string_lossy().starts_with(".tmp")),
+        "{leftovers:?}"
+    );
 }

@@ -10,11 +10,16 @@ use crate::device;
 use crate::results::peak_rss_mb;
 
 pub fn execute(args: &BenchArgs) -> Result<i32> {
-    let choice: DeviceChoice = serde_json::from_value(serde_json::Value::String(args.device.clone()))
-        .map_err(|_| anyhow::anyhow!("--device {:?}: expected auto, cpu or cuda", args.device))?;
+    let choice: DeviceChoice =
+        serde_json::from_value(serde_json::Value::String(args.device.clone())).map_err(|_| {
+            anyhow::anyhow!("--device {:?}: expected auto, cpu or cuda", args.device)
+        })?;
     let backend = device::resolve(choice)?;
     let threads = super::init_threads(args.threads);
-    let data_config = DataConfig { dir: args.data.clone(), ..DataConfig::default() };
+    let data_config = DataConfig {
+        dir: args.data.clone(),
+        ..DataConfig::default()
+    };
     let data = data::load(&data_config).context("loading MNIST for the benchmark")?;
     let plan = BenchPlan {
         train_batches: args.train_batches.clone(),
@@ -22,11 +27,26 @@ pub fn execute(args: &BenchArgs) -> Result<i32> {
         seconds: args.seconds,
         epoch: !args.no_epoch,
     };
-    if plan.train_batches.iter().chain(&plan.infer_batches).any(|&b| b == 0 || b > data.test.len()) {
+    if plan
+        .train_batches
+        .iter()
+        .chain(&plan.infer_batches)
+        .any(|&b| b == 0 || b > data.test.len())
+    {
         anyhow::bail!("batch sizes must be between 1 and {}", data.test.len());
     }
-    let cells = device::dispatch(backend, Bench { plan: &plan, data: &data })?;
-    let epoch_seconds = if plan.epoch { Some(device::dispatch(backend, Epoch { data: &data })?) } else { None };
+    let cells = device::dispatch(
+        backend,
+        Bench {
+            plan: &plan,
+            data: &data,
+        },
+    )?;
+    let epoch_seconds = if plan.epoch {
+        Some(device::dispatch(backend, Epoch { data: &data })?)
+    } else {
+        None
+    };
     let report = BenchReport {
         device: backend.describe().into(),
         threads,

@@ -15,16 +15,29 @@ use crate::train::Trainer;
 pub fn execute(args: &EvalArgs) -> Result<i32> {
     let (config, checkpoint) = match &args.checkpoint {
         Some(file) => {
-            let sources = Sources { spec: args.path.as_deref(), sets: &args.overrides.sets };
+            let sources = Sources {
+                spec: args.path.as_deref(),
+                sets: &args.overrides.sets,
+            };
             (config::load(&sources)?, file.clone())
         }
         None => {
-            let run_dir = args.path.as_ref().expect("clap requires RUN_DIR without --checkpoint");
+            let run_dir = args
+                .path
+                .as_ref()
+                .expect("clap requires RUN_DIR without --checkpoint");
             let spec = run_dir.join(results::CONFIG_FILE);
             if !spec.is_file() {
-                anyhow::bail!("{} is not a run folder: it has no {}", run_dir.display(), results::CONFIG_FILE);
+                anyhow::bail!(
+                    "{} is not a run folder: it has no {}",
+                    run_dir.display(),
+                    results::CONFIG_FILE
+                );
             }
-            let config = config::load(&Sources { spec: Some(&spec), sets: &args.overrides.sets })?;
+            let config = config::load(&Sources {
+                spec: Some(&spec),
+                sets: &args.overrides.sets,
+            })?;
             (config, run_dir.join(results::BEST_FILE))
         }
     };
@@ -32,15 +45,26 @@ pub fn execute(args: &EvalArgs) -> Result<i32> {
     let backend = device::resolve(config.train.device)?;
     super::init_threads(config.train.threads);
     let data = data::load(&config.data).context("loading the dataset")?;
-    let (loss, acc) = device::dispatch(backend, Evaluate { config: &config, weights: &weights, data: &data })
-        .with_context(|| format!("evaluating {}", checkpoint.display()))?;
+    let (loss, acc) = device::dispatch(
+        backend,
+        Evaluate {
+            config: &config,
+            weights: &weights,
+            data: &data,
+        },
+    )
+    .with_context(|| format!("evaluating {}", checkpoint.display()))?;
     println!(
         "{}: test loss {loss:.4}, test acc {acc:.4} ({} images, {} {} {})",
         checkpoint.display(),
         data.test.len(),
         config.model.activation,
         config.model.pooling,
-        if config.model.activate_c5_f6 { "activated c5/f6" } else { "linear c5/f6" }
+        if config.model.activate_c5_f6 {
+            "activated c5/f6"
+        } else {
+            "linear c5/f6"
+        }
     );
     Ok(0)
 }

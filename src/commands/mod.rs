@@ -8,11 +8,15 @@ pub mod run;
 /// Sizes rayon's global pool: `threads = 0` means one thread per core.
 pub fn init_threads(threads: usize) -> usize {
     let n = if threads == 0 {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
     } else {
         threads
     };
     // Fails only if the pool was built already (by an earlier call): keep that one.
-    let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global();
     rayon::current_num_threads()
 }

@@ -20,7 +20,10 @@ use crate::train::{Observer, Outcome, Trainer};
 pub const EXIT_INTERRUPTED: i32 = 130;
 
 pub fn execute(args: &RunArgs) -> Result<i32> {
-    let config = config::load(&Sources { spec: Some(&args.spec), sets: &args.overrides.sets })?;
+    let config = config::load(&Sources {
+        spec: Some(&args.spec),
+        sets: &args.overrides.sets,
+    })?;
     let run_dir = RunDir::for_config(&args.results_dir, &config);
     if args.dry_run {
         println!("# run folder: {}", run_dir.path.display());
@@ -59,22 +62,41 @@ pub fn execute(args: &RunArgs) -> Result<i32> {
 
 /// Trains `config` into `run_dir`, keeping `summary.json` true at every
 /// moment: running, then completed, interrupted or failed (with the reason).
-pub fn train_into(config: &RunConfig, data: &Data, run_dir: &RunDir, backend: Backend, threads: usize) -> Result<Status> {
+pub fn train_into(
+    config: &RunConfig,
+    data: &Data,
+    run_dir: &RunDir,
+    backend: Backend,
+    threads: usize,
+) -> Result<Status> {
     run_dir.create()?;
     run_dir.write_config(config)?;
     run_dir.write_metrics(&[])?;
     let _ = std::fs::remove_file(run_dir.file(results::BEST_FILE));
     let mut recorder = Recorder::new(config, run_dir, backend, threads);
     run_dir.write_summary(&recorder.summary)?;
-    let outcome = device::dispatch(backend, Fit { config, data, recorder: &mut recorder });
+    let outcome = device::dispatch(
+        backend,
+        Fit {
+            config,
+            data,
+            recorder: &mut recorder,
+        },
+    );
     recorder.finish(&outcome)?;
     match outcome {
         Ok(Outcome::Completed) => Ok(Status::Completed),
         Ok(Outcome::Interrupted { epochs_done }) => {
-            eprintln!("interrupted after {epochs_done} complete epochs; results so far are in {}", run_dir.path.display());
+            eprintln!(
+                "interrupted after {epochs_done} complete epochs; results so far are in {}",
+                run_dir.path.display()
+            );
             Ok(Status::Interrupted)
         }
-        Err(e) => Err(e.context(format!("run failed; see {}", run_dir.file(results::SUMMARY_FILE).display()))),
+        Err(e) => Err(e.context(format!(
+            "run failed; see {}",
+            run_dir.file(results::SUMMARY_FILE).display()
+        ))),
     }
 }
 
@@ -127,7 +149,14 @@ impl<'a> Recorder<'a> {
             dfdx_version: crate::DFDX_VERSION.to_string(),
             git_commit: option_env!("RUNNER_GIT_COMMIT").map(String::from),
         };
-        Recorder { config, run_dir, rows: Vec::new(), summary, started: Instant::now(), bar: None }
+        Recorder {
+            config,
+            run_dir,
+            rows: Vec::new(),
+            summary,
+            started: Instant::now(),
+            bar: None,
+        }
     }
 
     fn refresh_summary(&mut self) {
@@ -149,7 +178,10 @@ impl<'a> Recorder<'a> {
         self.refresh_summary();
         let (status, reason) = match outcome {
             Ok(Outcome::Completed) => (Status::Completed, None),
-            Ok(Outcome::Interrupted { .. }) => (Status::Interrupted, Some("interrupted by the user (Ctrl-C)".into())),
+            Ok(Outcome::Interrupted { .. }) => (
+                Status::Interrupted,
+                Some("interrupted by the user (Ctrl-C)".into()),
+            ),
             Err(e) => (Status::Failed, Some(format!("{e:#}"))),
         };
         self.summary.status = status;

@@ -22,17 +22,49 @@ pub struct Resource {
 }
 
 const MNIST: [Resource; 4] = [
-    Resource { name: "train-images-idx3-ubyte", gz_md5: "f68b3c2dcbeaaa9fbdd348bbdeb94873", raw_md5: Some("6bbc9ace898e44ae57da46a324031adb") },
-    Resource { name: "train-labels-idx1-ubyte", gz_md5: "d53e105ee54ea40749a09fcbcd1e9432", raw_md5: Some("a25bea736e30d166cdddb491f175f624") },
-    Resource { name: "t10k-images-idx3-ubyte", gz_md5: "9fb629c4189551a2d022fa330f9573f3", raw_md5: Some("2646ac647ad5339dbf082846283269ea") },
-    Resource { name: "t10k-labels-idx1-ubyte", gz_md5: "ec29112dd5afa0611ce80d1b7f02629c", raw_md5: Some("27ae3e4e09519cfbb04c329615203637") },
+    Resource {
+        name: "train-images-idx3-ubyte",
+        gz_md5: "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+        raw_md5: Some("6bbc9ace898e44ae57da46a324031adb"),
+    },
+    Resource {
+        name: "train-labels-idx1-ubyte",
+        gz_md5: "d53e105ee54ea40749a09fcbcd1e9432",
+        raw_md5: Some("a25bea736e30d166cdddb491f175f624"),
+    },
+    Resource {
+        name: "t10k-images-idx3-ubyte",
+        gz_md5: "9fb629c4189551a2d022fa330f9573f3",
+        raw_md5: Some("2646ac647ad5339dbf082846283269ea"),
+    },
+    Resource {
+        name: "t10k-labels-idx1-ubyte",
+        gz_md5: "ec29112dd5afa0611ce80d1b7f02629c",
+        raw_md5: Some("27ae3e4e09519cfbb04c329615203637"),
+    },
 ];
 
 const FASHION_MNIST: [Resource; 4] = [
-    Resource { name: "train-images-idx3-ubyte", gz_md5: "8d4fb7e6c68d591d4c3dfef9ec88bf0d", raw_md5: None },
-    Resource { name: "train-labels-idx1-ubyte", gz_md5: "25c81989df183df01b3e8a0aad5dffbe", raw_md5: None },
-    Resource { name: "t10k-images-idx3-ubyte", gz_md5: "bef4ecab320f06d8554ea6380940ec79", raw_md5: None },
-    Resource { name: "t10k-labels-idx1-ubyte", gz_md5: "bb300cfdad3c16e7a12a480ee83cd310", raw_md5: None },
+    Resource {
+        name: "train-images-idx3-ubyte",
+        gz_md5: "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+        raw_md5: None,
+    },
+    Resource {
+        name: "train-labels-idx1-ubyte",
+        gz_md5: "25c81989df183df01b3e8a0aad5dffbe",
+        raw_md5: None,
+    },
+    Resource {
+        name: "t10k-images-idx3-ubyte",
+        gz_md5: "bef4ecab320f06d8554ea6380940ec79",
+        raw_md5: None,
+    },
+    Resource {
+        name: "t10k-labels-idx1-ubyte",
+        gz_md5: "bb300cfdad3c16e7a12a480ee83cd310",
+        raw_md5: None,
+    },
 ];
 
 /// The four files, in the order train images, train labels, test images, test labels.
@@ -50,12 +82,17 @@ pub fn default_mirrors(dataset: Dataset) -> Vec<String> {
             "https://ossci-datasets.s3.amazonaws.com/mnist/".into(),
             "http://yann.lecun.com/exdb/mnist/".into(),
         ],
-        Dataset::FashionMnist => vec!["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/".into()],
+        Dataset::FashionMnist => {
+            vec!["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/".into()]
+        }
     }
 }
 
 fn md5_hex(bytes: &[u8]) -> String {
-    Md5::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Md5::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Accepts a downloaded `.gz` when either its own MD5 or that of its
@@ -99,7 +136,8 @@ fn fetch(url: &str) -> Result<Vec<u8>> {
 
 /// Downloads one file into `dir` as `<name>.gz`, trying each mirror in turn.
 pub fn download(resource: &Resource, mirrors: &[String], dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating data folder {}", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating data folder {}", dir.display()))?;
     let file_name = format!("{}.gz", resource.name);
     let mut failures = Vec::new();
     for mirror in mirrors {
@@ -110,7 +148,10 @@ pub fn download(resource: &Resource, mirrors: &[String], dir: &Path) -> Result<(
             Err(e) => failures.push(format!("{url}: {e:#}")),
         }
     }
-    bail!("could not download {file_name}:\n    {}", failures.join("\n    "))
+    bail!(
+        "could not download {file_name}:\n    {}",
+        failures.join("\n    ")
+    )
 }
 
 #[cfg(test)]
@@ -120,7 +161,11 @@ mod tests {
 
     #[test]
     fn accepts_recompressed_contents_and_rejects_others() {
-        let resource = Resource { name: "x", gz_md5: "00000000000000000000000000000000", raw_md5: Some("5d41402abc4b2a76b9719d911017c592") };
+        let resource = Resource {
+            name: "x",
+            gz_md5: "00000000000000000000000000000000",
+            raw_md5: Some("5d41402abc4b2a76b9719d911017c592"),
+        };
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         enc.write_all(b"hello").unwrap();
         let gz = enc.finish().unwrap();
@@ -128,6 +173,9 @@ mod tests {
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         enc.write_all(b"hellO").unwrap();
         let err = verify(&resource, &enc.finish().unwrap()).unwrap_err();
-        assert!(err.to_string().contains("checksum mismatch for x.gz"), "{err}");
+        assert!(
+            err.to_string().contains("checksum mismatch for x.gz"),
+            "{err}"
+        );
     }
 }

@@ -45,14 +45,21 @@ impl Split {
         out.clear();
         labels.clear();
         for &i in indices {
-            out.extend(self.pixels[i * PIXELS..(i + 1) * PIXELS].iter().map(|&p| p as f32 / 255.0));
+            out.extend(
+                self.pixels[i * PIXELS..(i + 1) * PIXELS]
+                    .iter()
+                    .map(|&p| p as f32 / 255.0),
+            );
             labels.push(self.labels[i] as usize);
         }
     }
 
     /// One image as f32 in [0, 1].
     pub fn image(&self, i: usize) -> Vec<f32> {
-        self.pixels[i * PIXELS..(i + 1) * PIXELS].iter().map(|&p| p as f32 / 255.0).collect()
+        self.pixels[i * PIXELS..(i + 1) * PIXELS]
+            .iter()
+            .map(|&p| p as f32 / 255.0)
+            .collect()
     }
 }
 
@@ -83,7 +90,10 @@ fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
 /// Loads both splits, downloading missing files first when allowed.
 pub fn load(cfg: &DataConfig) -> Result<Data> {
     let resources = download::resources(cfg.dataset);
-    let missing: Vec<_> = resources.iter().filter(|r| find_file(&cfg.dir, r.name).is_none()).collect();
+    let missing: Vec<_> = resources
+        .iter()
+        .filter(|r| find_file(&cfg.dir, r.name).is_none())
+        .collect();
     if !missing.is_empty() {
         let names: Vec<String> = missing.iter().map(|r| format!("{}.gz", r.name)).collect();
         if !cfg.download {
@@ -128,7 +138,10 @@ fn read_split(images: &Path, labels: &Path) -> Result<Split> {
         })
         .context("loading the dataset");
     }
-    Ok(Split { pixels: imgs.pixels, labels: lbls })
+    Ok(Split {
+        pixels: imgs.pixels,
+        labels: lbls,
+    })
 }
 
 #[cfg(test)]

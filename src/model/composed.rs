@@ -21,8 +21,13 @@ pub fn patch_indices(d: &ConvDims) -> Vec<usize> {
                     for j in 0..d.k {
                         let iy = (oy + i) as isize - d.pad as isize;
                         let ix = (ox + j) as isize - d.pad as isize;
-                        let inside = iy >= 0 && ix >= 0 && (iy as usize) < d.h && (ix as usize) < d.w;
-                        idx.push(if inside { c * d.h * d.w + iy as usize * d.w + ix as usize } else { zero });
+                        let inside =
+                            iy >= 0 && ix >= 0 && (iy as usize) < d.h && (ix as usize) < d.w;
+                        idx.push(if inside {
+                            c * d.h * d.w + iy as usize * d.w + ix as usize
+                        } else {
+                            zero
+                        });
                     }
                 }
             }
@@ -42,29 +47,46 @@ pub fn conv2d<D: Device<f32>, T: Tape<f32, D>>(
     let (batch, c, h, width) = *x.shape();
     let [o, wc, k, _] = w_shape;
     assert_eq!(c, wc, "conv2d: input has {c} channels, weights {w_shape:?}");
-    let d = ConvDims { c, h, w: width, o, k, pad };
+    let d = ConvDims {
+        c,
+        h,
+        w: width,
+        o,
+        k,
+        pad,
+    };
     let (p, ckk, chw) = (d.p(), d.ckk(), d.in_len());
     let dev = x.device().clone();
     // [B, CHW] -> [CHW, B], plus one zero row that padded taps read.
-    let xt = x.reshape_like(&(batch, chw)).permute::<(usize, usize), Axes2<1, 0>>();
+    let xt = x
+        .reshape_like(&(batch, chw))
+        .permute::<(usize, usize), Axes2<1, 0>>();
     let zero_row: Tensor<(usize, usize), f32, D> = dev.zeros_like(&(1, batch));
     let xt = (xt, zero_row).concat_along(Axis::<0>);
     let idx = dev.tensor_from_vec(patch_indices(&d), (p * ckk,));
     // Patches: [P*CKK, B] -> [B*P, CKK].
     let cols = xt.gather(idx).permute::<(usize, usize), Axes2<1, 0>>();
     let cols = cols.reshape_like(&(batch * p, ckk));
-    let wt = w.clone().reshape_like(&(o, ckk)).permute::<(usize, usize), Axes2<1, 0>>();
+    let wt = w
+        .clone()
+        .reshape_like(&(o, ckk))
+        .permute::<(usize, usize), Axes2<1, 0>>();
     // [B*P, O] -> [B, O, P]
     let out = cols.matmul(wt).reshape_like(&(batch, p, o));
     let out = out.permute::<(usize, usize, usize), Axes3<0, 2, 1>>();
-    let bias = b.clone().broadcast_like::<(usize, usize, usize), Axes2<0, 2>>(&(batch, o, p));
+    let bias = b
+        .clone()
+        .broadcast_like::<(usize, usize, usize), Axes2<0, 2>>(&(batch, o, p));
     (out + bias).reshape_like(&(batch, o, d.ho(), d.wo()))
 }
 
 /// 2x2, stride 2 pooling, as a reduction over a 6-d view.
 pub fn pool2d<D: Device<f32>, T: Tape<f32, D>>(x: Act4<D, T>, kind: Pool) -> Act4<D, T> {
     let (b, c, h, w) = *x.shape();
-    assert!(h % 2 == 0 && w % 2 == 0, "2x2 pooling needs even sizes, got {h}x{w}");
+    assert!(
+        h % 2 == 0 && w % 2 == 0,
+        "2x2 pooling needs even sizes, got {h}x{w}"
+    );
     let x6 = x.reshape_like(&(b, c, h / 2, 2usize, w / 2, 2usize));
     match kind {
         Pool::Max => x6.max::<(usize, usize, usize, usize), Axes2<3, 5>>(),

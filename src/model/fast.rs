@@ -35,8 +35,19 @@ pub fn conv2d<T: Tape<f32, Cpu>>(
 ) -> Act4<Cpu, T> {
     let (batch, c, h, width) = *x.shape();
     let [o, wc, k, k2] = w_shape;
-    assert_eq!((c, k), (wc, k2), "conv2d: input has {c} channels, weights {w_shape:?}");
-    let d = ConvDims { c, h, w: width, o, k, pad };
+    assert_eq!(
+        (c, k),
+        (wc, k2),
+        "conv2d: input has {c} channels, weights {w_shape:?}"
+    );
+    let d = ConvDims {
+        c,
+        h,
+        w: width,
+        o,
+        k,
+        pad,
+    };
     // A no-op for contiguous tensors; makes a contiguous copy otherwise.
     let x = x.reshape_like(&(batch, c, h, width));
     let dev = x.device().clone();

@@ -198,7 +198,14 @@ fn add_bias_and_activate(d: &ConvDims, bias: &[f32], act: Act, out: &mut [f32]) 
 }
 
 /// Forward convolution of a batch: returns `act(conv(x, w) + b)`, [B, O, Ho, Wo].
-pub fn conv_forward(d: &ConvDims, batch: usize, x: &[f32], w: &[f32], b: &[f32], act: Act) -> Vec<f32> {
+pub fn conv_forward(
+    d: &ConvDims,
+    batch: usize,
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    act: Act,
+) -> Vec<f32> {
     assert_eq!(x.len(), batch * d.in_len());
     assert_eq!(w.len(), d.o * d.ckk());
     assert_eq!(b.len(), d.o);
@@ -209,12 +216,37 @@ pub fn conv_forward(d: &ConvDims, batch: usize, x: &[f32], w: &[f32], b: &[f32],
             let n = x.len() / d.in_len();
             if d.is_dense() {
                 // out[n, O] = x[n, CKK] x W^T[CKK, O]
-                gemm(n, d.ckk(), d.o, x, (d.ckk(), 1), w, (1, d.ckk()), 0.0, out, (d.o, 1));
+                gemm(
+                    n,
+                    d.ckk(),
+                    d.o,
+                    x,
+                    (d.ckk(), 1),
+                    w,
+                    (1, d.ckk()),
+                    0.0,
+                    out,
+                    (d.o, 1),
+                );
             } else {
                 let mut cols = vec![0.0f32; d.ckk() * d.p()];
-                for (x, out) in x.chunks_exact(d.in_len()).zip(out.chunks_exact_mut(d.out_len())) {
+                for (x, out) in x
+                    .chunks_exact(d.in_len())
+                    .zip(out.chunks_exact_mut(d.out_len()))
+                {
                     im2col(d, x, &mut cols);
-                    gemm(d.o, d.ckk(), d.p(), w, (d.ckk(), 1), &cols, (d.p(), 1), 0.0, out, (d.p(), 1));
+                    gemm(
+                        d.o,
+                        d.ckk(),
+                        d.p(),
+                        w,
+                        (d.ckk(), 1),
+                        &cols,
+                        (d.p(), 1),
+                        0.0,
+                        out,
+                        (d.p(), 1),
+                    );
                 }
             }
             add_bias_and_activate(d, b, act, out);
@@ -244,7 +276,11 @@ pub fn conv_backward(
     need_dx: bool,
 ) -> ConvGrads {
     let (in_len, out_len, ckk, p) = (d.in_len(), d.out_len(), d.ckk(), d.p());
-    let mut dx = if need_dx { vec![0.0f32; batch * in_len] } else { Vec::new() };
+    let mut dx = if need_dx {
+        vec![0.0f32; batch * in_len]
+    } else {
+        Vec::new()
+    };
     let dx_chunks: Vec<Option<&mut [f32]>> = if need_dx {
         dx.chunks_mut(CHUNK * in_len).map(Some).collect()
     } else {
@@ -267,22 +303,59 @@ pub fn conv_backward(
             }
             if d.is_dense() {
                 // dz is [n, O]; dW[O, CKK] = dz^T x x; dx[n, CKK] = dz x W.
-                gemm(d.o, n, ckk, &dz, (1, d.o), x, (ckk, 1), 0.0, &mut dw, (ckk, 1));
+                gemm(
+                    d.o,
+                    n,
+                    ckk,
+                    &dz,
+                    (1, d.o),
+                    x,
+                    (ckk, 1),
+                    0.0,
+                    &mut dw,
+                    (ckk, 1),
+                );
                 if let Some(dx) = dx {
                     gemm(n, d.o, ckk, &dz, (d.o, 1), w, (ckk, 1), 0.0, dx, (ckk, 1));
                 }
             } else {
                 let mut cols = vec![0.0f32; ckk * p];
-                let mut dcols = if dx.is_some() { vec![0.0f32; ckk * p] } else { Vec::new() };
+                let mut dcols = if dx.is_some() {
+                    vec![0.0f32; ckk * p]
+                } else {
+                    Vec::new()
+                };
                 let mut dx = dx;
                 for s in 0..n {
                     let dz = &dz[s * out_len..(s + 1) * out_len];
                     im2col(d, &x[s * in_len..(s + 1) * in_len], &mut cols);
                     // dW[O, CKK] += dz[O, P] x cols^T[P, CKK]
-                    gemm(d.o, p, ckk, dz, (p, 1), &cols, (1, p), 1.0, &mut dw, (ckk, 1));
+                    gemm(
+                        d.o,
+                        p,
+                        ckk,
+                        dz,
+                        (p, 1),
+                        &cols,
+                        (1, p),
+                        1.0,
+                        &mut dw,
+                        (ckk, 1),
+                    );
                     if let Some(dx) = dx.as_deref_mut() {
                         // dcols[CKK, P] = W^T[CKK, O] x dz[O, P]
-                        gemm(ckk, d.o, p, w, (1, ckk), dz, (p, 1), 0.0, &mut dcols, (p, 1));
+                        gemm(
+                            ckk,
+                            d.o,
+                            p,
+                            w,
+                            (1, ckk),
+                            dz,
+                            (p, 1),
+                            0.0,
+                            &mut dcols,
+                            (p, 1),
+                        );
                         col2im_add(d, &dcols, &mut dx[s * in_len..(s + 1) * in_len]);
                     }
                 }
@@ -296,7 +369,11 @@ pub fn conv_backward(
         dw.iter_mut().zip(pw).for_each(|(a, b)| *a += b);
         db.iter_mut().zip(pb).for_each(|(a, b)| *a += b);
     }
-    ConvGrads { dx: need_dx.then_some(dx), dw, db }
+    ConvGrads {
+        dx: need_dx.then_some(dx),
+        dw,
+        db,
+    }
 }
 
 /// 2x2, stride 2 pooling.
@@ -308,12 +385,25 @@ pub enum Pool {
 
 /// Pools `planes` planes of `h` x `w` (both even). For max pooling also
 /// returns, per output, which of the four inputs won (0..4, first wins ties).
-pub fn pool_forward(kind: Pool, planes: usize, h: usize, w: usize, x: &[f32]) -> (Vec<f32>, Vec<u8>) {
-    assert!(h % 2 == 0 && w % 2 == 0, "2x2 pooling needs even sizes, got {h}x{w}");
+pub fn pool_forward(
+    kind: Pool,
+    planes: usize,
+    h: usize,
+    w: usize,
+    x: &[f32],
+) -> (Vec<f32>, Vec<u8>) {
+    assert!(
+        h % 2 == 0 && w % 2 == 0,
+        "2x2 pooling needs even sizes, got {h}x{w}"
+    );
     assert_eq!(x.len(), planes * h * w);
     let (ho, wo) = (h / 2, w / 2);
     let mut y = vec![0.0f32; planes * ho * wo];
-    let mut arg = if kind == Pool::Max { vec![0u8; y.len()] } else { Vec::new() };
+    let mut arg = if kind == Pool::Max {
+        vec![0u8; y.len()]
+    } else {
+        Vec::new()
+    };
     let rows = planes * ho;
     for r in 0..rows {
         let (plane, oy) = (r / ho, r % ho);
@@ -321,7 +411,12 @@ pub fn pool_forward(kind: Pool, planes: usize, h: usize, w: usize, x: &[f32]) ->
         let bottom = &x[plane * h * w + (2 * oy + 1) * w..][..w];
         let out = &mut y[r * wo..(r + 1) * wo];
         for ox in 0..wo {
-            let v = [top[2 * ox], top[2 * ox + 1], bottom[2 * ox], bottom[2 * ox + 1]];
+            let v = [
+                top[2 * ox],
+                top[2 * ox + 1],
+                bottom[2 * ox],
+                bottom[2 * ox + 1],
+            ];
             match kind {
                 Pool::Avg => out[ox] = (v[0] + v[1] + v[2] + v[3]) * 0.25,
                 Pool::Max => {
@@ -341,7 +436,14 @@ pub fn pool_forward(kind: Pool, planes: usize, h: usize, w: usize, x: &[f32]) ->
 }
 
 /// Backward of `pool_forward`: spreads `dy` back over the inputs.
-pub fn pool_backward(kind: Pool, planes: usize, h: usize, w: usize, dy: &[f32], arg: &[u8]) -> Vec<f32> {
+pub fn pool_backward(
+    kind: Pool,
+    planes: usize,
+    h: usize,
+    w: usize,
+    dy: &[f32],
+    arg: &[u8],
+) -> Vec<f32> {
     let (ho, wo) = (h / 2, w / 2);
     let mut dx = vec![0.0f32; planes * h * w];
     for r in 0..planes * ho {
@@ -349,7 +451,12 @@ pub fn pool_backward(kind: Pool, planes: usize, h: usize, w: usize, dy: &[f32], 
         let base = plane * h * w + 2 * oy * w;
         for ox in 0..wo {
             let g = dy[r * wo + ox];
-            let at = [base + 2 * ox, base + 2 * ox + 1, base + w + 2 * ox, base + w + 2 * ox + 1];
+            let at = [
+                base + 2 * ox,
+                base + 2 * ox + 1,
+                base + w + 2 * ox,
+                base + w + 2 * ox + 1,
+            ];
             match kind {
                 Pool::Avg => at.iter().for_each(|&i| dx[i] += 0.25 * g),
                 Pool::Max => dx[at[arg[r * wo + ox] as usize]] += g,
@@ -377,8 +484,15 @@ mod tests {
                                 for j in 0..d.k {
                                     let iy = (oy + i) as isize - d.pad as isize;
                                     let ix = (ox + j) as isize - d.pad as isize;
-                                    if iy >= 0 && ix >= 0 && (iy as usize) < d.h && (ix as usize) < d.w {
-                                        acc += x[s * d.in_len() + c * d.h * d.w + iy as usize * d.w + ix as usize]
+                                    if iy >= 0
+                                        && ix >= 0
+                                        && (iy as usize) < d.h
+                                        && (ix as usize) < d.w
+                                    {
+                                        acc += x[s * d.in_len()
+                                            + c * d.h * d.w
+                                            + iy as usize * d.w
+                                            + ix as usize]
                                             * w[((o * d.c + c) * d.k + i) * d.k + j];
                                     }
                                 }
@@ -407,10 +521,38 @@ mod tests {
     #[test]
     fn im2col_conv_matches_the_definition() {
         for d in [
-            ConvDims { c: 1, h: 28, w: 28, o: 6, k: 5, pad: 2 },
-            ConvDims { c: 6, h: 14, w: 14, o: 16, k: 5, pad: 0 },
-            ConvDims { c: 16, h: 5, w: 5, o: 120, k: 5, pad: 0 },
-            ConvDims { c: 2, h: 6, w: 7, o: 3, k: 3, pad: 3 },
+            ConvDims {
+                c: 1,
+                h: 28,
+                w: 28,
+                o: 6,
+                k: 5,
+                pad: 2,
+            },
+            ConvDims {
+                c: 6,
+                h: 14,
+                w: 14,
+                o: 16,
+                k: 5,
+                pad: 0,
+            },
+            ConvDims {
+                c: 16,
+                h: 5,
+                w: 5,
+                o: 120,
+                k: 5,
+                pad: 0,
+            },
+            ConvDims {
+                c: 2,
+                h: 6,
+                w: 7,
+                o: 3,
+                k: 3,
+                pad: 3,
+            },
         ] {
             let batch = 11; // not a multiple of CHUNK
             let x = pseudo_random(batch * d.in_len(), 1);
@@ -427,15 +569,30 @@ mod tests {
     #[test]
     fn col2im_is_the_adjoint_of_im2col() {
         // <im2col(x), c> == <x, col2im(c)> for any x, c.
-        let d = ConvDims { c: 2, h: 6, w: 7, o: 1, k: 3, pad: 2 };
+        let d = ConvDims {
+            c: 2,
+            h: 6,
+            w: 7,
+            o: 1,
+            k: 3,
+            pad: 2,
+        };
         let x = pseudo_random(d.in_len(), 4);
         let c = pseudo_random(d.ckk() * d.p(), 5);
         let mut cols = vec![0.0; c.len()];
         im2col(&d, &x, &mut cols);
         let mut back = vec![0.0; x.len()];
         col2im_add(&d, &c, &mut back);
-        let lhs: f64 = cols.iter().zip(&c).map(|(a, b)| (*a as f64) * (*b as f64)).sum();
-        let rhs: f64 = x.iter().zip(&back).map(|(a, b)| (*a as f64) * (*b as f64)).sum();
+        let lhs: f64 = cols
+            .iter()
+            .zip(&c)
+            .map(|(a, b)| (*a as f64) * (*b as f64))
+            .sum();
+        let rhs: f64 = x
+            .iter()
+            .zip(&back)
+            .map(|(a, b)| (*a as f64) * (*b as f64))
+            .sum();
         assert!((lhs - rhs).abs() < 1e-3, "{lhs} vs {rhs}");
     }
 

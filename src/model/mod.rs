@@ -101,7 +101,10 @@ impl ConvOps<Cpu> for FastCpuOps {
 }
 
 /// A dfdx activation, for the layers the kernels do not cover.
-pub fn activate<S: Shape, D: Device<f32>, T: Tape<f32, D>>(x: Tensor<S, f32, D, T>, act: Act) -> Tensor<S, f32, D, T> {
+pub fn activate<S: Shape, D: Device<f32>, T: Tape<f32, D>>(
+    x: Tensor<S, f32, D, T>,
+    act: Act,
+) -> Tensor<S, f32, D, T> {
     match act {
         Act::Identity => x,
         Act::Sigmoid => x.sigmoid(),
@@ -157,25 +160,37 @@ impl<D: Device<f32>> LeNet5<D> {
                 tensors.push((name.to_string(), shape.to_vec(), values));
             }
         }
-        Self::from_weights(dev, arch, &Weights { tensors }).expect("fresh weights have the right shapes")
+        Self::from_weights(dev, arch, &Weights { tensors })
+            .expect("fresh weights have the right shapes")
     }
 
     /// Builds the model from named weights, checking every name and shape.
     pub fn from_weights(dev: &D, arch: &ModelConfig, weights: &Weights) -> Result<Self> {
         let mut params = Vec::new();
         for (name, shape) in PARAMS {
-            let Some((_, got_shape, values)) = weights.tensors.iter().find(|(n, _, _)| n == name) else {
-                bail!("weights lack tensor {name:?} (LeNet-5 needs {})", PARAMS.map(|p| p.0).join(", "));
+            let Some((_, got_shape, values)) = weights.tensors.iter().find(|(n, _, _)| n == name)
+            else {
+                bail!(
+                    "weights lack tensor {name:?} (LeNet-5 needs {})",
+                    PARAMS.map(|p| p.0).join(", ")
+                );
             };
             if got_shape.as_slice() != shape {
                 bail!("tensor {name:?} has shape {got_shape:?}, expected {shape:?}");
             }
             params.push(dev.tensor_from_vec(values.clone(), (values.len(),)));
         }
-        if let Some((extra, _, _)) = weights.tensors.iter().find(|(n, _, _)| !PARAMS.iter().any(|(p, _)| p == n)) {
+        if let Some((extra, _, _)) = weights
+            .tensors
+            .iter()
+            .find(|(n, _, _)| !PARAMS.iter().any(|(p, _)| p == n))
+        {
             bail!("weights hold an unexpected tensor {extra:?}: not a LeNet-5 checkpoint");
         }
-        Ok(LeNet5 { arch: arch.clone(), params })
+        Ok(LeNet5 {
+            arch: arch.clone(),
+            params,
+        })
     }
 
     pub fn to_weights(&self) -> Weights {
@@ -188,9 +203,17 @@ impl<D: Device<f32>> LeNet5<D> {
     }
 
     /// Logits [B, 10] for images [B, 1, 28, 28].
-    pub fn forward<O: ConvOps<D>, T: Tape<f32, D>>(&self, ops: &O, x: Act4<D, T>) -> Tensor<(usize, usize), f32, D, T> {
+    pub fn forward<O: ConvOps<D>, T: Tape<f32, D>>(
+        &self,
+        ops: &O,
+        x: Act4<D, T>,
+    ) -> Tensor<(usize, usize), f32, D, T> {
         let act = Act::from(self.arch.activation);
-        let head_act = if self.arch.activate_c5_f6 { act } else { Act::Identity };
+        let head_act = if self.arch.activate_c5_f6 {
+            act
+        } else {
+            Act::Identity
+        };
         let pool = Pool::from(self.arch.pooling);
         let p = &self.params;
         let batch = x.shape().0;
@@ -214,7 +237,12 @@ pub fn linear<D: Device<f32>, T: Tape<f32, D>>(
     inp: usize,
 ) -> Tensor<(usize, usize), f32, D, T> {
     let batch = x.shape().0;
-    let wt = w.clone().reshape_like(&(out, inp)).permute::<(usize, usize), Axes2<1, 0>>();
-    let bias = b.clone().broadcast_like::<(usize, usize), Axis<0>>(&(batch, out));
+    let wt = w
+        .clone()
+        .reshape_like(&(out, inp))
+        .permute::<(usize, usize), Axes2<1, 0>>();
+    let bias = b
+        .clone()
+        .broadcast_like::<(usize, usize), Axis<0>>(&(batch, out));
     x.matmul(wt) + bias
 }
