@@ -27,31 +27,78 @@ pub enum Act {
 }
 
 impl Act {
-    #[inline]
+    /// Applies the activation in place.
     pub fn apply(self, v: &mut [f32]) {
         match self {
             Act::Identity => {}
-            Act::Sigmoid => v.iter_mut().for_each(|x| *x = 1.0 / (1.0 + (-*x).exp())),
-            Act::Relu => v.iter_mut().for_each(|x| *x = x.max(0.0)),
+            Act::Sigmoid => sigmoid_in_place(v),
+            Act::Relu => relu_in_place(v),
             Act::Tanh => v.iter_mut().for_each(|x| *x = x.tanh()),
         }
     }
 
     /// Turns `dy` (gradient w.r.t. the activation's output `y`) into the
     /// gradient w.r.t. its input, using only `y`.
-    #[inline]
     pub fn backward_from_output(self, y: &[f32], dy: &mut [f32]) {
         match self {
             Act::Identity => {}
-            Act::Sigmoid => dy.iter_mut().zip(y).for_each(|(g, &y)| *g *= y * (1.0 - y)),
-            Act::Relu => dy.iter_mut().zip(y).for_each(|(g, &y)| {
-                if y <= 0.0 {
-                    *g = 0.0
-                }
-            }),
-            Act::Tanh => dy.iter_mut().zip(y).for_each(|(g, &y)| *g *= 1.0 - y * y),
+            Act::Sigmoid => sigmoid_backward(y, dy),
+            Act::Relu => relu_backward(y, dy),
+            Act::Tanh => tanh_backward(y, dy),
         }
     }
+}
+
+/// e^x for x in f32's range, to about 2 ulp: Cephes' expf (range reduction
+/// by ln 2, degree-6 polynomial, exponent bits). Unlike libm's expf it has
+/// no branches or calls, so loops over it vectorize.
+#[inline(always)]
+pub fn exp_f32(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    // ln 2 split in two so that n * LN2_HI is exact.
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * LOG2E + 0.5).floor();
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let p = 1.987_569_1e-4_f32;
+    let p = p * r + 1.398_199_9e-3;
+    let p = p * r + 8.333_452e-3;
+    let p = p * r + 4.166_579_6e-2;
+    let p = p * r + 1.666_666_5e-1;
+    let p = p * r + 5.000_000_1e-1;
+    let e = p * r * r + r + 1.0;
+    e * f32::from_bits(((n as i32 + 127) << 23) as u32)
+}
+
+#[multiversion::multiversion(targets = "simd")]
+fn sigmoid_in_place(v: &mut [f32]) {
+    v.iter_mut().for_each(|x| *x = 1.0 / (1.0 + exp_f32(-*x)));
+}
+
+#[multiversion::multiversion(targets = "simd")]
+fn relu_in_place(v: &mut [f32]) {
+    v.iter_mut().for_each(|x| *x = x.max(0.0));
+}
+
+#[multiversion::multiversion(targets = "simd")]
+fn sigmoid_backward(y: &[f32], dy: &mut [f32]) {
+    dy.iter_mut().zip(y).for_each(|(g, &y)| *g *= y * (1.0 - y));
+}
+
+#[multiversion::multiversion(targets = "simd")]
+fn relu_backward(y: &[f32], dy: &mut [f32]) {
+    dy.iter_mut().zip(y).for_each(|(g, &y)| *g = if y > 0.0 { *g } else { 0.0 });
+}
+
+#[multiversion::multiversion(targets = "simd")]
+fn tanh_backward(y: &[f32], dy: &mut [f32]) {
+    dy.iter_mut().zip(y).for_each(|(g, &y)| *g *= 1.0 - y * y);
+}
+
+#[multiversion::multiversion(targets = "simd")]
+fn add_assign(dst: &mut [f32], src: &[f32]) {
+    dst.iter_mut().zip(src).for_each(|(a, b)| *a += b);
 }
 
 /// Shapes of one 2-D convolution (stride 1, square kernel, zero padding).
@@ -132,6 +179,7 @@ fn gemm(
 }
 
 /// Gathers one image's patches: `cols[(c*K + i)*K + j, oy*Wo + ox] = x[c, oy+i-pad, ox+j-pad]`.
+#[multiversion::multiversion(targets = "simd")]
 fn im2col(d: &ConvDims, x: &[f32], cols: &mut [f32]) {
     let (ho, wo, p) = (d.ho(), d.wo(), d.p());
     for c in 0..d.c {
@@ -162,6 +210,7 @@ fn im2col(d: &ConvDims, x: &[f32], cols: &mut [f32]) {
 }
 
 /// The adjoint of `im2col`: adds each patch entry back onto its pixel.
+#[multiversion::multiversion(targets = "simd")]
 fn col2im_add(d: &ConvDims, cols: &[f32], dx: &mut [f32]) {
     let (ho, wo, p) = (d.ho(), d.wo(), d.p());
     for c in 0..d.c {
@@ -197,61 +246,79 @@ fn add_bias_and_activate(d: &ConvDims, bias: &[f32], act: Act, out: &mut [f32]) 
     act.apply(out);
 }
 
+/// `act(conv(x, w) + b)` for the `n` images of one chunk, into `out`.
+fn conv_forward_chunk(d: &ConvDims, x: &[f32], w: &[f32], b: &[f32], act: Act, out: &mut [f32], cols: &mut Vec<f32>) {
+    let n = x.len() / d.in_len();
+    if d.is_dense() {
+        // out[n, O] = x[n, CKK] x W^T[CKK, O]
+        gemm(n, d.ckk(), d.o, x, (d.ckk(), 1), w, (1, d.ckk()), 0.0, out, (d.o, 1));
+    } else {
+        cols.resize(d.ckk() * d.p(), 0.0);
+        for (x, out) in x.chunks_exact(d.in_len()).zip(out.chunks_exact_mut(d.out_len())) {
+            im2col(d, x, cols);
+            gemm(d.o, d.ckk(), d.p(), w, (d.ckk(), 1), cols, (d.p(), 1), 0.0, out, (d.p(), 1));
+        }
+    }
+    add_bias_and_activate(d, b, act, out);
+}
+
+/// A zeroed buffer whose contents are about to be overwritten anyway.
+fn buffer(len: usize) -> Vec<f32> {
+    vec![0.0f32; len]
+}
+
 /// Forward convolution of a batch: returns `act(conv(x, w) + b)`, [B, O, Ho, Wo].
-pub fn conv_forward(
+pub fn conv_forward(d: &ConvDims, batch: usize, x: &[f32], w: &[f32], b: &[f32], act: Act) -> Vec<f32> {
+    assert_eq!(x.len(), batch * d.in_len());
+    assert_eq!((w.len(), b.len()), (d.o * d.ckk(), d.o));
+    let mut out = buffer(batch * d.out_len());
+    out.par_chunks_mut(CHUNK * d.out_len())
+        .zip(x.par_chunks(CHUNK * d.in_len()))
+        .for_each_init(Vec::new, |cols, (out, x)| conv_forward_chunk(d, x, w, b, act, out, cols));
+    out
+}
+
+/// What the fused convolution + activation + pooling keeps for its backward.
+pub struct ConvPoolSaved {
+    /// The activations before pooling, [B, O, Ho, Wo].
+    pub activations: Vec<f32>,
+    /// For max pooling, which of each window's four inputs won.
+    pub winners: Vec<u8>,
+}
+
+/// `pool(act(conv(x, w) + b))` in one pass over each chunk, so the large
+/// pre-pool activations never become a tensor of their own.
+pub fn conv_pool_forward(
     d: &ConvDims,
     batch: usize,
     x: &[f32],
     w: &[f32],
     b: &[f32],
     act: Act,
-) -> Vec<f32> {
+    pool: Pool,
+) -> (Vec<f32>, ConvPoolSaved) {
     assert_eq!(x.len(), batch * d.in_len());
-    assert_eq!(w.len(), d.o * d.ckk());
-    assert_eq!(b.len(), d.o);
-    let mut out = vec![0.0f32; batch * d.out_len()];
-    out.par_chunks_mut(CHUNK * d.out_len())
+    let (ho, wo) = (d.ho(), d.wo());
+    assert!(ho % 2 == 0 && wo % 2 == 0, "2x2 pooling needs even sizes, got {ho}x{wo}");
+    let pooled_len = d.out_len() / 4;
+    let mut activations = buffer(batch * d.out_len());
+    let mut pooled = buffer(batch * pooled_len);
+    let mut winners = if pool == Pool::Max { vec![0u8; pooled.len()] } else { Vec::new() };
+    let mut winner_chunks: Vec<&mut [u8]> = if pool == Pool::Max {
+        winners.chunks_mut(CHUNK * pooled_len).collect()
+    } else {
+        (0..batch.div_ceil(CHUNK)).map(|_| <&mut [u8]>::default()).collect()
+    };
+    activations
+        .par_chunks_mut(CHUNK * d.out_len())
+        .zip(pooled.par_chunks_mut(CHUNK * pooled_len))
         .zip(x.par_chunks(CHUNK * d.in_len()))
-        .for_each(|(out, x)| {
-            let n = x.len() / d.in_len();
-            if d.is_dense() {
-                // out[n, O] = x[n, CKK] x W^T[CKK, O]
-                gemm(
-                    n,
-                    d.ckk(),
-                    d.o,
-                    x,
-                    (d.ckk(), 1),
-                    w,
-                    (1, d.ckk()),
-                    0.0,
-                    out,
-                    (d.o, 1),
-                );
-            } else {
-                let mut cols = vec![0.0f32; d.ckk() * d.p()];
-                for (x, out) in x
-                    .chunks_exact(d.in_len())
-                    .zip(out.chunks_exact_mut(d.out_len()))
-                {
-                    im2col(d, x, &mut cols);
-                    gemm(
-                        d.o,
-                        d.ckk(),
-                        d.p(),
-                        w,
-                        (d.ckk(), 1),
-                        &cols,
-                        (d.p(), 1),
-                        0.0,
-                        out,
-                        (d.p(), 1),
-                    );
-                }
-            }
-            add_bias_and_activate(d, b, act, out);
+        .zip(winner_chunks.par_iter_mut())
+        .for_each_init(Vec::new, |cols, (((a, y), x), arg)| {
+            conv_forward_chunk(d, x, w, b, act, a, cols);
+            pool_forward_into(pool, a.len() / (ho * wo), ho, wo, a, y, arg);
         });
-    out
+    (pooled, ConvPoolSaved { activations, winners })
 }
 
 /// Gradients of a convolution.
@@ -275,12 +342,47 @@ pub fn conv_backward(
     act: Act,
     need_dx: bool,
 ) -> ConvGrads {
+    let out_len = d.out_len();
+    conv_backward_with(d, batch, x, w, need_dx, |s0, n, dz| {
+        dz.copy_from_slice(&dy[s0 * out_len..(s0 + n) * out_len]);
+        act.backward_from_output(&y[s0 * out_len..(s0 + n) * out_len], dz);
+    })
+}
+
+/// Backward of `conv_pool_forward`, given the gradient w.r.t. the pooled output.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_pool_backward(
+    d: &ConvDims,
+    batch: usize,
+    x: &[f32],
+    w: &[f32],
+    saved: &ConvPoolSaved,
+    dpooled: &[f32],
+    act: Act,
+    pool: Pool,
+    need_dx: bool,
+) -> ConvGrads {
+    let (out_len, ho, wo) = (d.out_len(), d.ho(), d.wo());
+    let pooled_len = out_len / 4;
+    conv_backward_with(d, batch, x, w, need_dx, |s0, n, dz| {
+        let winners = if pool == Pool::Max { &saved.winners[s0 * pooled_len..(s0 + n) * pooled_len] } else { &[][..] };
+        pool_backward_into(pool, n * d.o, ho, wo, &dpooled[s0 * pooled_len..(s0 + n) * pooled_len], winners, dz);
+        act.backward_from_output(&saved.activations[s0 * out_len..(s0 + n) * out_len], dz);
+    })
+}
+
+/// The shared part of the convolution backwards. `dz_of(s0, n, dz)` writes
+/// the gradient w.r.t. the pre-activation output of images s0..s0+n.
+fn conv_backward_with(
+    d: &ConvDims,
+    batch: usize,
+    x: &[f32],
+    w: &[f32],
+    need_dx: bool,
+    dz_of: impl Fn(usize, usize, &mut [f32]) + Sync,
+) -> ConvGrads {
     let (in_len, out_len, ckk, p) = (d.in_len(), d.out_len(), d.ckk(), d.p());
-    let mut dx = if need_dx {
-        vec![0.0f32; batch * in_len]
-    } else {
-        Vec::new()
-    };
+    let mut dx = if need_dx { buffer(batch * in_len) } else { Vec::new() };
     let dx_chunks: Vec<Option<&mut [f32]>> = if need_dx {
         dx.chunks_mut(CHUNK * in_len).map(Some).collect()
     } else {
@@ -290,72 +392,34 @@ pub fn conv_backward(
     let partials: Vec<(Vec<f32>, Vec<f32>)> = dx_chunks
         .into_par_iter()
         .enumerate()
-        .map(|(ci, dx)| {
+        .map(|(ci, mut dx)| {
             let s0 = ci * CHUNK;
             let n = CHUNK.min(batch - s0);
             let x = &x[s0 * in_len..(s0 + n) * in_len];
-            let mut dz = dy[s0 * out_len..(s0 + n) * out_len].to_vec();
-            act.backward_from_output(&y[s0 * out_len..(s0 + n) * out_len], &mut dz);
-            let mut dw = vec![0.0f32; d.o * ckk];
-            let mut db = vec![0.0f32; d.o];
-            for plane in dz.chunks_exact(p).enumerate() {
-                db[plane.0 % d.o] += plane.1.iter().sum::<f32>();
+            let mut dz = buffer(n * out_len);
+            dz_of(s0, n, &mut dz);
+            let mut dw = buffer(d.o * ckk);
+            let mut db = buffer(d.o);
+            for (i, plane) in dz.chunks_exact(p).enumerate() {
+                db[i % d.o] += plane.iter().sum::<f32>();
             }
             if d.is_dense() {
                 // dz is [n, O]; dW[O, CKK] = dz^T x x; dx[n, CKK] = dz x W.
-                gemm(
-                    d.o,
-                    n,
-                    ckk,
-                    &dz,
-                    (1, d.o),
-                    x,
-                    (ckk, 1),
-                    0.0,
-                    &mut dw,
-                    (ckk, 1),
-                );
+                gemm(d.o, n, ckk, &dz, (1, d.o), x, (ckk, 1), 0.0, &mut dw, (ckk, 1));
                 if let Some(dx) = dx {
                     gemm(n, d.o, ckk, &dz, (d.o, 1), w, (ckk, 1), 0.0, dx, (ckk, 1));
                 }
             } else {
-                let mut cols = vec![0.0f32; ckk * p];
-                let mut dcols = if dx.is_some() {
-                    vec![0.0f32; ckk * p]
-                } else {
-                    Vec::new()
-                };
-                let mut dx = dx;
+                let mut cols = buffer(ckk * p);
+                let mut dcols = if dx.is_some() { buffer(ckk * p) } else { Vec::new() };
                 for s in 0..n {
                     let dz = &dz[s * out_len..(s + 1) * out_len];
                     im2col(d, &x[s * in_len..(s + 1) * in_len], &mut cols);
                     // dW[O, CKK] += dz[O, P] x cols^T[P, CKK]
-                    gemm(
-                        d.o,
-                        p,
-                        ckk,
-                        dz,
-                        (p, 1),
-                        &cols,
-                        (1, p),
-                        1.0,
-                        &mut dw,
-                        (ckk, 1),
-                    );
+                    gemm(d.o, p, ckk, dz, (p, 1), &cols, (1, p), 1.0, &mut dw, (ckk, 1));
                     if let Some(dx) = dx.as_deref_mut() {
                         // dcols[CKK, P] = W^T[CKK, O] x dz[O, P]
-                        gemm(
-                            ckk,
-                            d.o,
-                            p,
-                            w,
-                            (1, ckk),
-                            dz,
-                            (p, 1),
-                            0.0,
-                            &mut dcols,
-                            (p, 1),
-                        );
+                        gemm(ckk, d.o, p, w, (1, ckk), dz, (p, 1), 0.0, &mut dcols, (p, 1));
                         col2im_add(d, &dcols, &mut dx[s * in_len..(s + 1) * in_len]);
                     }
                 }
@@ -363,17 +427,13 @@ pub fn conv_backward(
             (dw, db)
         })
         .collect();
-    let mut dw = vec![0.0f32; d.o * ckk];
-    let mut db = vec![0.0f32; d.o];
+    let mut dw = buffer(d.o * ckk);
+    let mut db = buffer(d.o);
     for (pw, pb) in &partials {
-        dw.iter_mut().zip(pw).for_each(|(a, b)| *a += b);
-        db.iter_mut().zip(pb).for_each(|(a, b)| *a += b);
+        add_assign(&mut dw, pw);
+        add_assign(&mut db, pb);
     }
-    ConvGrads {
-        dx: need_dx.then_some(dx),
-        dw,
-        db,
-    }
+    ConvGrads { dx: need_dx.then_some(dx), dw, db }
 }
 
 /// 2x2, stride 2 pooling.
@@ -383,86 +443,89 @@ pub enum Pool {
     Max,
 }
 
-/// Pools `planes` planes of `h` x `w` (both even). For max pooling also
-/// returns, per output, which of the four inputs won (0..4, first wins ties).
-pub fn pool_forward(
-    kind: Pool,
-    planes: usize,
-    h: usize,
-    w: usize,
-    x: &[f32],
-) -> (Vec<f32>, Vec<u8>) {
-    assert!(
-        h % 2 == 0 && w % 2 == 0,
-        "2x2 pooling needs even sizes, got {h}x{w}"
-    );
-    assert_eq!(x.len(), planes * h * w);
+/// Pools `planes` planes of `h` x `w` (both even) into `y`. For max
+/// pooling also records in `arg` which of the four inputs won (first on ties).
+#[multiversion::multiversion(targets = "simd")]
+fn pool_forward_into(kind: Pool, planes: usize, h: usize, w: usize, x: &[f32], y: &mut [f32], arg: &mut [u8]) {
     let (ho, wo) = (h / 2, w / 2);
-    let mut y = vec![0.0f32; planes * ho * wo];
-    let mut arg = if kind == Pool::Max {
-        vec![0u8; y.len()]
-    } else {
-        Vec::new()
-    };
-    let rows = planes * ho;
-    for r in 0..rows {
+    for r in 0..planes * ho {
         let (plane, oy) = (r / ho, r % ho);
         let top = &x[plane * h * w + 2 * oy * w..][..w];
         let bottom = &x[plane * h * w + (2 * oy + 1) * w..][..w];
         let out = &mut y[r * wo..(r + 1) * wo];
-        for ox in 0..wo {
-            let v = [
-                top[2 * ox],
-                top[2 * ox + 1],
-                bottom[2 * ox],
-                bottom[2 * ox + 1],
-            ];
-            match kind {
-                Pool::Avg => out[ox] = (v[0] + v[1] + v[2] + v[3]) * 0.25,
-                Pool::Max => {
+        match kind {
+            Pool::Avg => {
+                for ox in 0..wo {
+                    out[ox] = (top[2 * ox] + top[2 * ox + 1] + bottom[2 * ox] + bottom[2 * ox + 1]) * 0.25;
+                }
+            }
+            Pool::Max => {
+                let arg = &mut arg[r * wo..(r + 1) * wo];
+                for ox in 0..wo {
+                    let v = [top[2 * ox], top[2 * ox + 1], bottom[2 * ox], bottom[2 * ox + 1]];
                     let mut best = 0;
-                    for (i, &vi) in v.iter().enumerate().skip(1) {
-                        if vi > v[best] {
+                    for i in 1..4 {
+                        if v[i] > v[best] {
                             best = i;
                         }
                     }
                     out[ox] = v[best];
-                    arg[r * wo + ox] = best as u8;
+                    arg[ox] = best as u8;
                 }
             }
         }
     }
+}
+
+/// Writes into `dx` the gradient of `pool_forward_into`'s input.
+#[multiversion::multiversion(targets = "simd")]
+fn pool_backward_into(kind: Pool, planes: usize, h: usize, w: usize, dy: &[f32], arg: &[u8], dx: &mut [f32]) {
+    let (ho, wo) = (h / 2, w / 2);
+    for r in 0..planes * ho {
+        let (plane, oy) = (r / ho, r % ho);
+        let base = plane * h * w + 2 * oy * w;
+        let dy = &dy[r * wo..(r + 1) * wo];
+        let (top, bottom) = dx[base..base + 2 * w].split_at_mut(w);
+        match kind {
+            Pool::Avg => {
+                for ox in 0..wo {
+                    let g = 0.25 * dy[ox];
+                    top[2 * ox] = g;
+                    top[2 * ox + 1] = g;
+                    bottom[2 * ox] = g;
+                    bottom[2 * ox + 1] = g;
+                }
+            }
+            Pool::Max => {
+                let arg = &arg[r * wo..(r + 1) * wo];
+                for ox in 0..wo {
+                    let mut g = [0.0f32; 4];
+                    g[arg[ox] as usize & 3] = dy[ox];
+                    top[2 * ox] = g[0];
+                    top[2 * ox + 1] = g[1];
+                    bottom[2 * ox] = g[2];
+                    bottom[2 * ox + 1] = g[3];
+                }
+            }
+        }
+    }
+}
+
+/// Pools `planes` planes of `h` x `w` (both even). For max pooling also
+/// returns, per output, which of the four inputs won (0..4, first wins ties).
+pub fn pool_forward(kind: Pool, planes: usize, h: usize, w: usize, x: &[f32]) -> (Vec<f32>, Vec<u8>) {
+    assert!(h % 2 == 0 && w % 2 == 0, "2x2 pooling needs even sizes, got {h}x{w}");
+    assert_eq!(x.len(), planes * h * w);
+    let mut y = buffer(planes * h * w / 4);
+    let mut arg = if kind == Pool::Max { vec![0u8; y.len()] } else { Vec::new() };
+    pool_forward_into(kind, planes, h, w, x, &mut y, &mut arg);
     (y, arg)
 }
 
 /// Backward of `pool_forward`: spreads `dy` back over the inputs.
-pub fn pool_backward(
-    kind: Pool,
-    planes: usize,
-    h: usize,
-    w: usize,
-    dy: &[f32],
-    arg: &[u8],
-) -> Vec<f32> {
-    let (ho, wo) = (h / 2, w / 2);
-    let mut dx = vec![0.0f32; planes * h * w];
-    for r in 0..planes * ho {
-        let (plane, oy) = (r / ho, r % ho);
-        let base = plane * h * w + 2 * oy * w;
-        for ox in 0..wo {
-            let g = dy[r * wo + ox];
-            let at = [
-                base + 2 * ox,
-                base + 2 * ox + 1,
-                base + w + 2 * ox,
-                base + w + 2 * ox + 1,
-            ];
-            match kind {
-                Pool::Avg => at.iter().for_each(|&i| dx[i] += 0.25 * g),
-                Pool::Max => dx[at[arg[r * wo + ox] as usize]] += g,
-            }
-        }
-    }
+pub fn pool_backward(kind: Pool, planes: usize, h: usize, w: usize, dy: &[f32], arg: &[u8]) -> Vec<f32> {
+    let mut dx = buffer(planes * h * w);
+    pool_backward_into(kind, planes, h, w, dy, arg, &mut dx);
     dx
 }
 
@@ -594,6 +657,52 @@ mod tests {
             .map(|(a, b)| (*a as f64) * (*b as f64))
             .sum();
         assert!((lhs - rhs).abs() < 1e-3, "{lhs} vs {rhs}");
+    }
+
+    #[test]
+    fn fast_exp_and_sigmoid_are_accurate() {
+        let mut worst = 0.0f64;
+        let mut x = -80.0f32;
+        while x < 80.0 {
+            let rel = ((exp_f32(x) as f64 - (x as f64).exp()) / (x as f64).exp()).abs();
+            worst = worst.max(rel);
+            x += 0.01;
+        }
+        assert!(worst < 1e-6, "exp relative error {worst}");
+        let mut v: Vec<f32> = (-2000..2000).map(|i| i as f32 * 0.01).collect();
+        let exact: Vec<f64> = v.iter().map(|&x| 1.0 / (1.0 + (-(x as f64)).exp())).collect();
+        Act::Sigmoid.apply(&mut v);
+        for (got, want) in v.iter().zip(exact) {
+            assert!((*got as f64 - want).abs() < 1e-6, "{got} vs {want}");
+        }
+        let mut extreme = vec![-1e4f32, 1e4, f32::MIN, f32::MAX];
+        Act::Sigmoid.apply(&mut extreme);
+        assert!(extreme[0] < 1e-30 && extreme[1] == 1.0 && extreme[2] < 1e-30 && extreme[3] == 1.0, "{extreme:?}");
+    }
+
+    #[test]
+    fn fused_conv_pool_matches_conv_then_pool() {
+        let d = ConvDims { c: 2, h: 9, w: 9, o: 3, k: 4, pad: 1 };
+        let batch = 10;
+        let x = pseudo_random(batch * d.in_len(), 11);
+        let w = pseudo_random(d.o * d.ckk(), 12);
+        let b = pseudo_random(d.o, 13);
+        for pool in [Pool::Avg, Pool::Max] {
+            for act in [Act::Sigmoid, Act::Relu] {
+                let y = conv_forward(&d, batch, &x, &w, &b, act);
+                let (pooled, arg) = pool_forward(pool, batch * d.o, d.ho(), d.wo(), &y);
+                let (fused, saved) = conv_pool_forward(&d, batch, &x, &w, &b, act, pool);
+                assert_eq!(fused, pooled);
+                assert_eq!(saved.activations, y);
+                let dp = pseudo_random(pooled.len(), 14);
+                let dy = pool_backward(pool, batch * d.o, d.ho(), d.wo(), &dp, &arg);
+                let two_step = conv_backward(&d, batch, &x, &w, &y, &dy, act, true);
+                let one_step = conv_pool_backward(&d, batch, &x, &w, &saved, &dp, act, pool, true);
+                assert_eq!(one_step.dw, two_step.dw);
+                assert_eq!(one_step.db, two_step.db);
+                assert_eq!(one_step.dx, two_step.dx);
+            }
+        }
     }
 
     #[test]

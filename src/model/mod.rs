@@ -54,6 +54,22 @@ pub trait ConvOps<D: Device<f32>>: Clone {
         need_dx: bool,
     ) -> Act4<D, T>;
     fn pool<T: Tape<f32, D>>(&self, x: Act4<D, T>, kind: Pool) -> Act4<D, T>;
+    /// `pool(act(conv2d(x, w) + b))`; implementations may fuse the three.
+    #[allow(clippy::too_many_arguments)]
+    fn conv_pool<T: Tape<f32, D>>(
+        &self,
+        x: Act4<D, T>,
+        w: &Param<D>,
+        b: &Param<D>,
+        w_shape: [usize; 4],
+        pad: usize,
+        act: Act,
+        pool: Pool,
+        need_dx: bool,
+    ) -> Act4<D, T> {
+        let y = self.conv(x, w, b, w_shape, pad, act, need_dx);
+        self.pool(y, pool)
+    }
 }
 
 /// Ops composed from dfdx tensor ops: any device, slow on the CPU.
@@ -97,6 +113,19 @@ impl ConvOps<Cpu> for FastCpuOps {
     }
     fn pool<T: Tape<f32, Cpu>>(&self, x: Act4<Cpu, T>, kind: Pool) -> Act4<Cpu, T> {
         fast::pool2d(x, kind)
+    }
+    fn conv_pool<T: Tape<f32, Cpu>>(
+        &self,
+        x: Act4<Cpu, T>,
+        w: &Param<Cpu>,
+        b: &Param<Cpu>,
+        w_shape: [usize; 4],
+        pad: usize,
+        act: Act,
+        pool: Pool,
+        need_dx: bool,
+    ) -> Act4<Cpu, T> {
+        fast::conv_pool2d(x, w, b, w_shape, pad, act, pool, need_dx)
     }
 }
 
@@ -217,10 +246,8 @@ impl<D: Device<f32>> LeNet5<D> {
         let pool = Pool::from(self.arch.pooling);
         let p = &self.params;
         let batch = x.shape().0;
-        let x = ops.conv(x, &p[0], &p[1], shape4(0), 2, act, false);
-        let x = ops.pool(x, pool);
-        let x = ops.conv(x, &p[2], &p[3], shape4(2), 0, act, true);
-        let x = ops.pool(x, pool);
+        let x = ops.conv_pool(x, &p[0], &p[1], shape4(0), 2, act, pool, false);
+        let x = ops.conv_pool(x, &p[2], &p[3], shape4(2), 0, act, pool, true);
         let x = ops.conv(x, &p[4], &p[5], shape4(4), 0, head_act, true);
         let x = x.reshape_like(&(batch, 120usize));
         let x = activate(linear(x, &p[6], &p[7], 84, 120), head_act);
