@@ -87,19 +87,31 @@ pub fn conv_pool2d<T: Tape<f32, Cpu>>(
 ) -> Act4<Cpu, T> {
     let (batch, c, h, width) = *x.shape();
     let [o, wc, k, k2] = w_shape;
-    assert_eq!((c, k), (wc, k2), "conv2d: input has {c} channels, weights {w_shape:?}");
-    let d = ConvDims { c, h, w: width, o, k, pad };
+    assert_eq!(
+        (c, k),
+        (wc, k2),
+        "conv2d: input has {c} channels, weights {w_shape:?}"
+    );
+    let d = ConvDims {
+        c,
+        h,
+        w: width,
+        o,
+        k,
+        pad,
+    };
     let x = x.reshape_like(&(batch, c, h, width));
     let dev = x.device().clone();
     let (x, mut tape) = x.split_tape();
     let (xs, ws, bs) = (values(&x), values(w), values(b));
-    let (y, saved) = kernels::conv_pool_forward(&d, batch, &xs, &ws, &bs, act, pool);
+    let (y, saved) = kernels::conv_pool_forward(&d, batch, &xs, &ws, &bs, act, pool, T::OWNS_TAPE);
     let out = dev.tensor_from_vec(y, (batch, o, d.ho() / 2, d.wo() / 2));
     if T::OWNS_TAPE {
         let (x_id, w_id, b_id, out_id) = (x.ghost(), w.ghost(), b.ghost(), out.ghost());
         tape.add_backward_op(move |grads| {
             let dy = grads.get_or_alloc_mut(&out_id)?.to_vec();
-            let g = kernels::conv_pool_backward(&d, batch, &xs, &ws, &saved, &dy, act, pool, need_dx);
+            let g =
+                kernels::conv_pool_backward(&d, batch, &xs, &ws, &saved, &dy, act, pool, need_dx);
             if let Some(dx) = g.dx {
                 add_into(grads.get_or_alloc_mut(&x_id)?, &dx);
             }

@@ -88,7 +88,9 @@ fn sigmoid_backward(y: &[f32], dy: &mut [f32]) {
 
 #[multiversion::multiversion(targets = "simd")]
 fn relu_backward(y: &[f32], dy: &mut [f32]) {
-    dy.iter_mut().zip(y).for_each(|(g, &y)| *g = if y > 0.0 { *g } else { 0.0 });
+    dy.iter_mut()
+        .zip(y)
+        .for_each(|(g, &y)| *g = if y > 0.0 { *g } else { 0.0 });
 }
 
 #[multiversion::multiversion(targets = "simd")]
@@ -159,50 +161,98 @@ fn gemm(
     debug_assert!(c.len() > (m - 1) * rsc + (n - 1) * csc);
     // SAFETY: the asserts above bound every index the product touches.
     unsafe {
-        matrixmultiply::sgemm(
+        gemm::gemm(
             m,
-            k,
             n,
-            1.0,
-            a.as_ptr(),
-            rsa as isize,
-            csa as isize,
-            b.as_ptr(),
-            rsb as isize,
-            csb as isize,
-            beta,
+            k,
             c.as_mut_ptr(),
-            rsc as isize,
             csc as isize,
+            rsc as isize,
+            beta != 0.0,
+            a.as_ptr(),
+            csa as isize,
+            rsa as isize,
+            b.as_ptr(),
+            csb as isize,
+            rsb as isize,
+            beta,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
         )
     }
 }
 
-/// Gathers one image's patches: `cols[(c*K + i)*K + j, oy*Wo + ox] = x[c, oy+i-pad, ox+j-pad]`.
-#[multiversion::multiversion(targets = "simd")]
-fn im2col(d: &ConvDims, x: &[f32], cols: &mut [f32]) {
-    let (ho, wo, p) = (d.ho(), d.wo(), d.p());
+/// Copies a short row without a call to memcpy: for the 10- and 28-float
+/// rows of im2col the call costs more than the copy. Whole 8-float blocks,
+/// then one last (overlapping) block for the tail.
+#[inline(always)]
+fn copy_row(dst: &mut [f32], src: &[f32]) {
+    let n = dst.len();
+    let src = &src[..n];
+    if n < 8 {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = *s;
+        }
+        return;
+    }
+    let mut at = 0;
+    while at + 8 <= n {
+        let block: [f32; 8] = src[at..at + 8].try_into().expect("8 floats");
+        dst[at..at + 8].copy_from_slice(&block);
+        at += 8;
+    }
+    if at < n {
+        let block: [f32; 8] = src[n - 8..n].try_into().expect("8 floats");
+        dst[n - 8..n].copy_from_slice(&block);
+    }
+}
+
+/// The image with `pad` zeros around each plane, or the image itself when
+/// there is no padding.
+fn padded<'a>(d: &ConvDims, x: &'a [f32], buf: &'a mut Vec<f32>) -> &'a [f32] {
+    if d.pad == 0 {
+        return x;
+    }
+    let (hp, wp) = (d.h + 2 * d.pad, d.w + 2 * d.pad);
+    buf.clear();
+    buf.resize(d.c * hp * wp, 0.0);
     for c in 0..d.c {
-        let plane = &x[c * d.h * d.w..(c + 1) * d.h * d.w];
+        for y in 0..d.h {
+            let dst = &mut buf[(c * hp + y + d.pad) * wp + d.pad..][..d.w];
+            copy_row(dst, &x[(c * d.h + y) * d.w..][..d.w]);
+        }
+    }
+    buf
+}
+
+/// Gathers one image's patches into columns `at..at + P` of `cols`, a
+/// matrix with rows of length `stride`:
+/// `cols[(c*K + i)*K + j, at + oy*Wo + ox] = x[c, oy+i-pad, ox+j-pad]`.
+#[multiversion::multiversion(targets = "simd")]
+fn im2col(
+    d: &ConvDims,
+    x: &[f32],
+    cols: &mut [f32],
+    stride: usize,
+    at: usize,
+    pad_buf: &mut Vec<f32>,
+) {
+    let (ho, wo, p) = (d.ho(), d.wo(), d.p());
+    let (hp, wp) = (d.h + 2 * d.pad, d.w + 2 * d.pad);
+    let x = padded(d, x, pad_buf);
+    for c in 0..d.c {
+        let plane = &x[c * hp * wp..(c + 1) * hp * wp];
         for i in 0..d.k {
             for j in 0..d.k {
-                let row = &mut cols[((c * d.k + i) * d.k + j) * p..][..p];
+                let row = &mut cols[((c * d.k + i) * d.k + j) * stride + at..][..p];
                 for oy in 0..ho {
-                    let dst = &mut row[oy * wo..(oy + 1) * wo];
-                    let iy = (oy + i) as isize - d.pad as isize;
-                    if iy < 0 || iy >= d.h as isize {
-                        dst.fill(0.0);
-                        continue;
-                    }
-                    let src = &plane[iy as usize * d.w..(iy as usize + 1) * d.w];
-                    // ox + j - pad must fall in 0..w: the valid run of ox.
-                    let lo = d.pad.saturating_sub(j);
-                    let hi = (d.w + d.pad - j).min(wo);
-                    dst[..lo].fill(0.0);
-                    if hi > lo {
-                        dst[lo..hi].copy_from_slice(&src[lo + j - d.pad..hi + j - d.pad]);
-                    }
-                    dst[hi.max(lo)..].fill(0.0);
+                    copy_row(
+                        &mut row[oy * wo..(oy + 1) * wo],
+                        &plane[(oy + i) * wp + j..],
+                    );
                 }
             }
         }
@@ -211,28 +261,37 @@ fn im2col(d: &ConvDims, x: &[f32], cols: &mut [f32]) {
 
 /// The adjoint of `im2col`: adds each patch entry back onto its pixel.
 #[multiversion::multiversion(targets = "simd")]
-fn col2im_add(d: &ConvDims, cols: &[f32], dx: &mut [f32]) {
+fn col2im_add(
+    d: &ConvDims,
+    cols: &[f32],
+    stride: usize,
+    at: usize,
+    dx: &mut [f32],
+    pad_buf: &mut Vec<f32>,
+) {
     let (ho, wo, p) = (d.ho(), d.wo(), d.p());
+    let (hp, wp) = (d.h + 2 * d.pad, d.w + 2 * d.pad);
+    // Accumulate into a padded gradient, then add its interior to dx.
+    pad_buf.clear();
+    pad_buf.resize(d.c * hp * wp, 0.0);
     for c in 0..d.c {
-        let plane = &mut dx[c * d.h * d.w..(c + 1) * d.h * d.w];
+        let plane = &mut pad_buf[c * hp * wp..(c + 1) * hp * wp];
         for i in 0..d.k {
             for j in 0..d.k {
-                let row = &cols[((c * d.k + i) * d.k + j) * p..][..p];
+                let row = &cols[((c * d.k + i) * d.k + j) * stride + at..][..p];
                 for oy in 0..ho {
-                    let iy = (oy + i) as isize - d.pad as isize;
-                    if iy < 0 || iy >= d.h as isize {
-                        continue;
-                    }
-                    let lo = d.pad.saturating_sub(j);
-                    let hi = (d.w + d.pad - j).min(wo);
-                    if hi <= lo {
-                        continue;
-                    }
-                    let dst = &mut plane[iy as usize * d.w..][lo + j - d.pad..hi + j - d.pad];
-                    let src = &row[oy * wo + lo..oy * wo + hi];
+                    let dst = &mut plane[(oy + i) * wp + j..][..wo];
+                    let src = &row[oy * wo..(oy + 1) * wo];
                     dst.iter_mut().zip(src).for_each(|(a, b)| *a += b);
                 }
             }
+        }
+    }
+    for c in 0..d.c {
+        for y in 0..d.h {
+            let src = &pad_buf[(c * hp + y + d.pad) * wp + d.pad..][..d.w];
+            let dst = &mut dx[(c * d.h + y) * d.w..][..d.w];
+            dst.iter_mut().zip(src).for_each(|(a, b)| *a += b);
         }
     }
 }
@@ -246,17 +305,56 @@ fn add_bias_and_activate(d: &ConvDims, bias: &[f32], act: Act, out: &mut [f32]) 
     act.apply(out);
 }
 
+/// Reusable per-thread buffers of the convolution kernels.
+#[derive(Default)]
+pub struct Scratch {
+    cols: Vec<f32>,
+    z: Vec<f32>,
+    pad: Vec<f32>,
+    dz: Vec<f32>,
+}
+
 /// `act(conv(x, w) + b)` for the `n` images of one chunk, into `out`.
-fn conv_forward_chunk(d: &ConvDims, x: &[f32], w: &[f32], b: &[f32], act: Act, out: &mut [f32], cols: &mut Vec<f32>) {
+/// The chunk is one matrix product: its patches side by side as the columns
+/// of `cols` [CKK, n*P], so W is packed once and the product is wide.
+fn conv_forward_chunk(
+    d: &ConvDims,
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    act: Act,
+    out: &mut [f32],
+    scratch: &mut Scratch,
+) {
     let n = x.len() / d.in_len();
+    let (ckk, p) = (d.ckk(), d.p());
     if d.is_dense() {
         // out[n, O] = x[n, CKK] x W^T[CKK, O]
-        gemm(n, d.ckk(), d.o, x, (d.ckk(), 1), w, (1, d.ckk()), 0.0, out, (d.o, 1));
+        gemm(n, ckk, d.o, x, (ckk, 1), w, (1, ckk), 0.0, out, (d.o, 1));
     } else {
-        cols.resize(d.ckk() * d.p(), 0.0);
-        for (x, out) in x.chunks_exact(d.in_len()).zip(out.chunks_exact_mut(d.out_len())) {
-            im2col(d, x, cols);
-            gemm(d.o, d.ckk(), d.p(), w, (d.ckk(), 1), cols, (d.p(), 1), 0.0, out, (d.p(), 1));
+        let np = n * p;
+        scratch.cols.resize(ckk * np, 0.0);
+        scratch.z.resize(d.o * np, 0.0);
+        for (s, x) in x.chunks_exact(d.in_len()).enumerate() {
+            im2col(d, x, &mut scratch.cols, np, s * p, &mut scratch.pad);
+        }
+        // z[O, n*P] = W[O, CKK] x cols[CKK, n*P], then to [n, O, P].
+        gemm(
+            d.o,
+            ckk,
+            np,
+            w,
+            (ckk, 1),
+            &scratch.cols,
+            (np, 1),
+            0.0,
+            &mut scratch.z,
+            (np, 1),
+        );
+        for (o, z_row) in scratch.z.chunks_exact(np).enumerate() {
+            for (s, z) in z_row.chunks_exact(p).enumerate() {
+                out[s * d.out_len() + o * p..][..p].copy_from_slice(z);
+            }
         }
     }
     add_bias_and_activate(d, b, act, out);
@@ -268,13 +366,22 @@ fn buffer(len: usize) -> Vec<f32> {
 }
 
 /// Forward convolution of a batch: returns `act(conv(x, w) + b)`, [B, O, Ho, Wo].
-pub fn conv_forward(d: &ConvDims, batch: usize, x: &[f32], w: &[f32], b: &[f32], act: Act) -> Vec<f32> {
+pub fn conv_forward(
+    d: &ConvDims,
+    batch: usize,
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    act: Act,
+) -> Vec<f32> {
     assert_eq!(x.len(), batch * d.in_len());
     assert_eq!((w.len(), b.len()), (d.o * d.ckk(), d.o));
     let mut out = buffer(batch * d.out_len());
     out.par_chunks_mut(CHUNK * d.out_len())
         .zip(x.par_chunks(CHUNK * d.in_len()))
-        .for_each_init(Vec::new, |cols, (out, x)| conv_forward_chunk(d, x, w, b, act, out, cols));
+        .for_each_init(Scratch::default, |scratch, (out, x)| {
+            conv_forward_chunk(d, x, w, b, act, out, scratch)
+        });
     out
 }
 
@@ -287,7 +394,10 @@ pub struct ConvPoolSaved {
 }
 
 /// `pool(act(conv(x, w) + b))` in one pass over each chunk, so the large
-/// pre-pool activations never become a tensor of their own.
+/// pre-pool activations never become a tensor of their own. They are kept
+/// for the backward only when `keep` is set (training); inference reuses a
+/// small per-thread buffer instead.
+#[allow(clippy::too_many_arguments)]
 pub fn conv_pool_forward(
     d: &ConvDims,
     batch: usize,
@@ -296,29 +406,65 @@ pub fn conv_pool_forward(
     b: &[f32],
     act: Act,
     pool: Pool,
+    keep: bool,
 ) -> (Vec<f32>, ConvPoolSaved) {
     assert_eq!(x.len(), batch * d.in_len());
     let (ho, wo) = (d.ho(), d.wo());
-    assert!(ho % 2 == 0 && wo % 2 == 0, "2x2 pooling needs even sizes, got {ho}x{wo}");
-    let pooled_len = d.out_len() / 4;
-    let mut activations = buffer(batch * d.out_len());
-    let mut pooled = buffer(batch * pooled_len);
-    let mut winners = if pool == Pool::Max { vec![0u8; pooled.len()] } else { Vec::new() };
-    let mut winner_chunks: Vec<&mut [u8]> = if pool == Pool::Max {
-        winners.chunks_mut(CHUNK * pooled_len).collect()
+    assert!(
+        ho % 2 == 0 && wo % 2 == 0,
+        "2x2 pooling needs even sizes, got {ho}x{wo}"
+    );
+    let (out_len, pooled_len) = (d.out_len(), d.out_len() / 4);
+    let chunks = batch.div_ceil(CHUNK);
+    let mut activations = if keep {
+        buffer(batch * out_len)
     } else {
-        (0..batch.div_ceil(CHUNK)).map(|_| <&mut [u8]>::default()).collect()
+        Vec::new()
     };
-    activations
-        .par_chunks_mut(CHUNK * d.out_len())
-        .zip(pooled.par_chunks_mut(CHUNK * pooled_len))
+    let mut pooled = buffer(batch * pooled_len);
+    let mut winners = if keep && pool == Pool::Max {
+        vec![0u8; pooled.len()]
+    } else {
+        Vec::new()
+    };
+    let mut kept: Vec<(&mut [f32], &mut [u8])> = if keep {
+        let a = activations.chunks_mut(CHUNK * out_len);
+        if pool == Pool::Max {
+            a.zip(winners.chunks_mut(CHUNK * pooled_len)).collect()
+        } else {
+            a.map(|a| (a, <&mut [u8]>::default())).collect()
+        }
+    } else {
+        (0..chunks)
+            .map(|_| (<&mut [f32]>::default(), <&mut [u8]>::default()))
+            .collect()
+    };
+    pooled
+        .par_chunks_mut(CHUNK * pooled_len)
         .zip(x.par_chunks(CHUNK * d.in_len()))
-        .zip(winner_chunks.par_iter_mut())
-        .for_each_init(Vec::new, |cols, (((a, y), x), arg)| {
-            conv_forward_chunk(d, x, w, b, act, a, cols);
-            pool_forward_into(pool, a.len() / (ho * wo), ho, wo, a, y, arg);
-        });
-    (pooled, ConvPoolSaved { activations, winners })
+        .zip(kept.par_iter_mut())
+        .for_each_init(
+            || (Scratch::default(), Vec::new(), Vec::new()),
+            |(scratch, scratch_a, scratch_arg), ((y, x), (a, arg))| {
+                let n = x.len() / d.in_len();
+                let (a, arg): (&mut [f32], &mut [u8]) = if keep {
+                    (a, arg)
+                } else {
+                    scratch_a.resize(n * out_len, 0.0);
+                    scratch_arg.resize(if pool == Pool::Max { n * pooled_len } else { 0 }, 0);
+                    (&mut scratch_a[..], &mut scratch_arg[..])
+                };
+                conv_forward_chunk(d, x, w, b, act, a, scratch);
+                pool_forward_into(pool, n * d.o, ho, wo, a, y, arg);
+            },
+        );
+    (
+        pooled,
+        ConvPoolSaved {
+            activations,
+            winners,
+        },
+    )
 }
 
 /// Gradients of a convolution.
@@ -365,8 +511,20 @@ pub fn conv_pool_backward(
     let (out_len, ho, wo) = (d.out_len(), d.ho(), d.wo());
     let pooled_len = out_len / 4;
     conv_backward_with(d, batch, x, w, need_dx, |s0, n, dz| {
-        let winners = if pool == Pool::Max { &saved.winners[s0 * pooled_len..(s0 + n) * pooled_len] } else { &[][..] };
-        pool_backward_into(pool, n * d.o, ho, wo, &dpooled[s0 * pooled_len..(s0 + n) * pooled_len], winners, dz);
+        let winners = if pool == Pool::Max {
+            &saved.winners[s0 * pooled_len..(s0 + n) * pooled_len]
+        } else {
+            &[][..]
+        };
+        pool_backward_into(
+            pool,
+            n * d.o,
+            ho,
+            wo,
+            &dpooled[s0 * pooled_len..(s0 + n) * pooled_len],
+            winners,
+            dz,
+        );
         act.backward_from_output(&saved.activations[s0 * out_len..(s0 + n) * out_len], dz);
     })
 }
@@ -382,7 +540,11 @@ fn conv_backward_with(
     dz_of: impl Fn(usize, usize, &mut [f32]) + Sync,
 ) -> ConvGrads {
     let (in_len, out_len, ckk, p) = (d.in_len(), d.out_len(), d.ckk(), d.p());
-    let mut dx = if need_dx { buffer(batch * in_len) } else { Vec::new() };
+    let mut dx = if need_dx {
+        buffer(batch * in_len)
+    } else {
+        Vec::new()
+    };
     let dx_chunks: Vec<Option<&mut [f32]>> = if need_dx {
         dx.chunks_mut(CHUNK * in_len).map(Some).collect()
     } else {
@@ -392,12 +554,18 @@ fn conv_backward_with(
     let partials: Vec<(Vec<f32>, Vec<f32>)> = dx_chunks
         .into_par_iter()
         .enumerate()
-        .map(|(ci, mut dx)| {
+        .map_init(Scratch::default, |scratch, (ci, mut dx)| {
             let s0 = ci * CHUNK;
             let n = CHUNK.min(batch - s0);
             let x = &x[s0 * in_len..(s0 + n) * in_len];
-            let mut dz = buffer(n * out_len);
-            dz_of(s0, n, &mut dz);
+            let Scratch {
+                cols,
+                z: dz_t,
+                pad,
+                dz,
+            } = scratch;
+            dz.resize(n * out_len, 0.0);
+            dz_of(s0, n, dz);
             let mut dw = buffer(d.o * ckk);
             let mut db = buffer(d.o);
             for (i, plane) in dz.chunks_exact(p).enumerate() {
@@ -405,22 +573,52 @@ fn conv_backward_with(
             }
             if d.is_dense() {
                 // dz is [n, O]; dW[O, CKK] = dz^T x x; dx[n, CKK] = dz x W.
-                gemm(d.o, n, ckk, &dz, (1, d.o), x, (ckk, 1), 0.0, &mut dw, (ckk, 1));
+                gemm(
+                    d.o,
+                    n,
+                    ckk,
+                    dz,
+                    (1, d.o),
+                    x,
+                    (ckk, 1),
+                    0.0,
+                    &mut dw,
+                    (ckk, 1),
+                );
                 if let Some(dx) = dx {
-                    gemm(n, d.o, ckk, &dz, (d.o, 1), w, (ckk, 1), 0.0, dx, (ckk, 1));
+                    gemm(n, d.o, ckk, dz, (d.o, 1), w, (ckk, 1), 0.0, dx, (ckk, 1));
                 }
             } else {
-                let mut cols = buffer(ckk * p);
-                let mut dcols = if dx.is_some() { buffer(ckk * p) } else { Vec::new() };
-                for s in 0..n {
-                    let dz = &dz[s * out_len..(s + 1) * out_len];
-                    im2col(d, &x[s * in_len..(s + 1) * in_len], &mut cols);
-                    // dW[O, CKK] += dz[O, P] x cols^T[P, CKK]
-                    gemm(d.o, p, ckk, dz, (p, 1), &cols, (1, p), 1.0, &mut dw, (ckk, 1));
-                    if let Some(dx) = dx.as_deref_mut() {
-                        // dcols[CKK, P] = W^T[CKK, O] x dz[O, P]
-                        gemm(ckk, d.o, p, w, (1, ckk), dz, (p, 1), 0.0, &mut dcols, (p, 1));
-                        col2im_add(d, &dcols, &mut dx[s * in_len..(s + 1) * in_len]);
+                // The whole chunk at once, as in the forward: dz as [O, n*P].
+                let np = n * p;
+                dz_t.resize(d.o * np, 0.0);
+                for (s, dz) in dz.chunks_exact(out_len).enumerate() {
+                    for (o, plane) in dz.chunks_exact(p).enumerate() {
+                        dz_t[o * np + s * p..][..p].copy_from_slice(plane);
+                    }
+                }
+                cols.resize(ckk * np, 0.0);
+                for (s, x) in x.chunks_exact(in_len).enumerate() {
+                    im2col(d, x, cols, np, s * p, pad);
+                }
+                // dW[O, CKK] = dz[O, n*P] x cols^T[n*P, CKK]
+                gemm(
+                    d.o,
+                    np,
+                    ckk,
+                    dz_t,
+                    (np, 1),
+                    cols,
+                    (1, np),
+                    0.0,
+                    &mut dw,
+                    (ckk, 1),
+                );
+                if let Some(dx) = dx.as_deref_mut() {
+                    // dcols[CKK, n*P] = W^T[CKK, O] x dz[O, n*P], reusing cols' memory.
+                    gemm(ckk, d.o, np, w, (1, ckk), dz_t, (np, 1), 0.0, cols, (np, 1));
+                    for (s, dx) in dx.chunks_exact_mut(in_len).enumerate() {
+                        col2im_add(d, cols, np, s * p, dx, pad);
                     }
                 }
             }
@@ -433,7 +631,11 @@ fn conv_backward_with(
         add_assign(&mut dw, pw);
         add_assign(&mut db, pb);
     }
-    ConvGrads { dx: need_dx.then_some(dx), dw, db }
+    ConvGrads {
+        dx: need_dx.then_some(dx),
+        dw,
+        db,
+    }
 }
 
 /// 2x2, stride 2 pooling.
@@ -446,7 +648,15 @@ pub enum Pool {
 /// Pools `planes` planes of `h` x `w` (both even) into `y`. For max
 /// pooling also records in `arg` which of the four inputs won (first on ties).
 #[multiversion::multiversion(targets = "simd")]
-fn pool_forward_into(kind: Pool, planes: usize, h: usize, w: usize, x: &[f32], y: &mut [f32], arg: &mut [u8]) {
+fn pool_forward_into(
+    kind: Pool,
+    planes: usize,
+    h: usize,
+    w: usize,
+    x: &[f32],
+    y: &mut [f32],
+    arg: &mut [u8],
+) {
     let (ho, wo) = (h / 2, w / 2);
     for r in 0..planes * ho {
         let (plane, oy) = (r / ho, r % ho);
@@ -456,13 +666,19 @@ fn pool_forward_into(kind: Pool, planes: usize, h: usize, w: usize, x: &[f32], y
         match kind {
             Pool::Avg => {
                 for ox in 0..wo {
-                    out[ox] = (top[2 * ox] + top[2 * ox + 1] + bottom[2 * ox] + bottom[2 * ox + 1]) * 0.25;
+                    out[ox] = (top[2 * ox] + top[2 * ox + 1] + bottom[2 * ox] + bottom[2 * ox + 1])
+                        * 0.25;
                 }
             }
             Pool::Max => {
                 let arg = &mut arg[r * wo..(r + 1) * wo];
                 for ox in 0..wo {
-                    let v = [top[2 * ox], top[2 * ox + 1], bottom[2 * ox], bottom[2 * ox + 1]];
+                    let v = [
+                        top[2 * ox],
+                        top[2 * ox + 1],
+                        bottom[2 * ox],
+                        bottom[2 * ox + 1],
+                    ];
                     let mut best = 0;
                     for i in 1..4 {
                         if v[i] > v[best] {
@@ -479,7 +695,15 @@ fn pool_forward_into(kind: Pool, planes: usize, h: usize, w: usize, x: &[f32], y
 
 /// Writes into `dx` the gradient of `pool_forward_into`'s input.
 #[multiversion::multiversion(targets = "simd")]
-fn pool_backward_into(kind: Pool, planes: usize, h: usize, w: usize, dy: &[f32], arg: &[u8], dx: &mut [f32]) {
+fn pool_backward_into(
+    kind: Pool,
+    planes: usize,
+    h: usize,
+    w: usize,
+    dy: &[f32],
+    arg: &[u8],
+    dx: &mut [f32],
+) {
     let (ho, wo) = (h / 2, w / 2);
     for r in 0..planes * ho {
         let (plane, oy) = (r / ho, r % ho);
@@ -513,17 +737,37 @@ fn pool_backward_into(kind: Pool, planes: usize, h: usize, w: usize, dy: &[f32],
 
 /// Pools `planes` planes of `h` x `w` (both even). For max pooling also
 /// returns, per output, which of the four inputs won (0..4, first wins ties).
-pub fn pool_forward(kind: Pool, planes: usize, h: usize, w: usize, x: &[f32]) -> (Vec<f32>, Vec<u8>) {
-    assert!(h % 2 == 0 && w % 2 == 0, "2x2 pooling needs even sizes, got {h}x{w}");
+pub fn pool_forward(
+    kind: Pool,
+    planes: usize,
+    h: usize,
+    w: usize,
+    x: &[f32],
+) -> (Vec<f32>, Vec<u8>) {
+    assert!(
+        h % 2 == 0 && w % 2 == 0,
+        "2x2 pooling needs even sizes, got {h}x{w}"
+    );
     assert_eq!(x.len(), planes * h * w);
     let mut y = buffer(planes * h * w / 4);
-    let mut arg = if kind == Pool::Max { vec![0u8; y.len()] } else { Vec::new() };
+    let mut arg = if kind == Pool::Max {
+        vec![0u8; y.len()]
+    } else {
+        Vec::new()
+    };
     pool_forward_into(kind, planes, h, w, x, &mut y, &mut arg);
     (y, arg)
 }
 
 /// Backward of `pool_forward`: spreads `dy` back over the inputs.
-pub fn pool_backward(kind: Pool, planes: usize, h: usize, w: usize, dy: &[f32], arg: &[u8]) -> Vec<f32> {
+pub fn pool_backward(
+    kind: Pool,
+    planes: usize,
+    h: usize,
+    w: usize,
+    dy: &[f32],
+    arg: &[u8],
+) -> Vec<f32> {
     let mut dx = buffer(planes * h * w);
     pool_backward_into(kind, planes, h, w, dy, arg, &mut dx);
     dx
@@ -643,9 +887,9 @@ mod tests {
         let x = pseudo_random(d.in_len(), 4);
         let c = pseudo_random(d.ckk() * d.p(), 5);
         let mut cols = vec![0.0; c.len()];
-        im2col(&d, &x, &mut cols);
+        im2col(&d, &x, &mut cols, d.p(), 0, &mut Vec::new());
         let mut back = vec![0.0; x.len()];
-        col2im_add(&d, &c, &mut back);
+        col2im_add(&d, &c, d.p(), 0, &mut back, &mut Vec::new());
         let lhs: f64 = cols
             .iter()
             .zip(&c)
@@ -670,19 +914,32 @@ mod tests {
         }
         assert!(worst < 1e-6, "exp relative error {worst}");
         let mut v: Vec<f32> = (-2000..2000).map(|i| i as f32 * 0.01).collect();
-        let exact: Vec<f64> = v.iter().map(|&x| 1.0 / (1.0 + (-(x as f64)).exp())).collect();
+        let exact: Vec<f64> = v
+            .iter()
+            .map(|&x| 1.0 / (1.0 + (-(x as f64)).exp()))
+            .collect();
         Act::Sigmoid.apply(&mut v);
         for (got, want) in v.iter().zip(exact) {
             assert!((*got as f64 - want).abs() < 1e-6, "{got} vs {want}");
         }
         let mut extreme = vec![-1e4f32, 1e4, f32::MIN, f32::MAX];
         Act::Sigmoid.apply(&mut extreme);
-        assert!(extreme[0] < 1e-30 && extreme[1] == 1.0 && extreme[2] < 1e-30 && extreme[3] == 1.0, "{extreme:?}");
+        assert!(
+            extreme[0] < 1e-30 && extreme[1] == 1.0 && extreme[2] < 1e-30 && extreme[3] == 1.0,
+            "{extreme:?}"
+        );
     }
 
     #[test]
     fn fused_conv_pool_matches_conv_then_pool() {
-        let d = ConvDims { c: 2, h: 9, w: 9, o: 3, k: 4, pad: 1 };
+        let d = ConvDims {
+            c: 2,
+            h: 9,
+            w: 9,
+            o: 3,
+            k: 4,
+            pad: 1,
+        };
         let batch = 10;
         let x = pseudo_random(batch * d.in_len(), 11);
         let w = pseudo_random(d.o * d.ckk(), 12);
@@ -691,7 +948,9 @@ mod tests {
             for act in [Act::Sigmoid, Act::Relu] {
                 let y = conv_forward(&d, batch, &x, &w, &b, act);
                 let (pooled, arg) = pool_forward(pool, batch * d.o, d.ho(), d.wo(), &y);
-                let (fused, saved) = conv_pool_forward(&d, batch, &x, &w, &b, act, pool);
+                let (fused, saved) = conv_pool_forward(&d, batch, &x, &w, &b, act, pool, true);
+                let (inference, _) = conv_pool_forward(&d, batch, &x, &w, &b, act, pool, false);
+                assert_eq!(inference, pooled);
                 assert_eq!(fused, pooled);
                 assert_eq!(saved.activations, y);
                 let dp = pseudo_random(pooled.len(), 14);
