@@ -314,9 +314,16 @@ pub struct Scratch {
     dz: Vec<f32>,
 }
 
+/// Images per matrix product: enough to make the product wide, few enough
+/// that the patch matrix (CKK x G*P floats) stays in the L2 cache.
+fn group_size(d: &ConvDims) -> usize {
+    const COLS_BUDGET: usize = 64 * 1024;
+    (COLS_BUDGET / (d.ckk() * d.p())).clamp(1, CHUNK)
+}
+
 /// `act(conv(x, w) + b)` for the `n` images of one chunk, into `out`.
-/// The chunk is one matrix product: its patches side by side as the columns
-/// of `cols` [CKK, n*P], so W is packed once and the product is wide.
+/// Images go in groups: their patches side by side as the columns of
+/// `cols` [CKK, G*P], so each group is one wide matrix product.
 fn conv_forward_chunk(
     d: &ConvDims,
     x: &[f32],
@@ -332,28 +339,34 @@ fn conv_forward_chunk(
         // out[n, O] = x[n, CKK] x W^T[CKK, O]
         gemm(n, ckk, d.o, x, (ckk, 1), w, (1, ckk), 0.0, out, (d.o, 1));
     } else {
-        let np = n * p;
-        scratch.cols.resize(ckk * np, 0.0);
-        scratch.z.resize(d.o * np, 0.0);
-        for (s, x) in x.chunks_exact(d.in_len()).enumerate() {
-            im2col(d, x, &mut scratch.cols, np, s * p, &mut scratch.pad);
-        }
-        // z[O, n*P] = W[O, CKK] x cols[CKK, n*P], then to [n, O, P].
-        gemm(
-            d.o,
-            ckk,
-            np,
-            w,
-            (ckk, 1),
-            &scratch.cols,
-            (np, 1),
-            0.0,
-            &mut scratch.z,
-            (np, 1),
-        );
-        for (o, z_row) in scratch.z.chunks_exact(np).enumerate() {
-            for (s, z) in z_row.chunks_exact(p).enumerate() {
-                out[s * d.out_len() + o * p..][..p].copy_from_slice(z);
+        let group = group_size(d);
+        for (x, out) in x
+            .chunks(group * d.in_len())
+            .zip(out.chunks_mut(group * d.out_len()))
+        {
+            let gp = x.len() / d.in_len() * p;
+            scratch.cols.resize(ckk * gp, 0.0);
+            scratch.z.resize(d.o * gp, 0.0);
+            for (s, x) in x.chunks_exact(d.in_len()).enumerate() {
+                im2col(d, x, &mut scratch.cols, gp, s * p, &mut scratch.pad);
+            }
+            // z[O, G*P] = W[O, CKK] x cols[CKK, G*P], then to [G, O, P].
+            gemm(
+                d.o,
+                ckk,
+                gp,
+                w,
+                (ckk, 1),
+                &scratch.cols,
+                (gp, 1),
+                0.0,
+                &mut scratch.z,
+                (gp, 1),
+            );
+            for (o, z_row) in scratch.z.chunks_exact(gp).enumerate() {
+                for (s, z) in z_row.chunks_exact(p).enumerate() {
+                    out[s * d.out_len() + o * p..][..p].copy_from_slice(z);
+                }
             }
         }
     }
@@ -589,36 +602,45 @@ fn conv_backward_with(
                     gemm(n, d.o, ckk, dz, (d.o, 1), w, (ckk, 1), 0.0, dx, (ckk, 1));
                 }
             } else {
-                // The whole chunk at once, as in the forward: dz as [O, n*P].
-                let np = n * p;
-                dz_t.resize(d.o * np, 0.0);
-                for (s, dz) in dz.chunks_exact(out_len).enumerate() {
-                    for (o, plane) in dz.chunks_exact(p).enumerate() {
-                        dz_t[o * np + s * p..][..p].copy_from_slice(plane);
+                // Image groups as in the forward, with dz as [O, G*P].
+                let group = group_size(d);
+                let mut dx_groups = dx.as_deref_mut().map(|dx| dx.chunks_mut(group * in_len));
+                for (gi, (x, dz)) in x
+                    .chunks(group * in_len)
+                    .zip(dz.chunks(group * out_len))
+                    .enumerate()
+                {
+                    let gp = x.len() / in_len * p;
+                    dz_t.resize(d.o * gp, 0.0);
+                    for (s, dz) in dz.chunks_exact(out_len).enumerate() {
+                        for (o, plane) in dz.chunks_exact(p).enumerate() {
+                            dz_t[o * gp + s * p..][..p].copy_from_slice(plane);
+                        }
                     }
-                }
-                cols.resize(ckk * np, 0.0);
-                for (s, x) in x.chunks_exact(in_len).enumerate() {
-                    im2col(d, x, cols, np, s * p, pad);
-                }
-                // dW[O, CKK] = dz[O, n*P] x cols^T[n*P, CKK]
-                gemm(
-                    d.o,
-                    np,
-                    ckk,
-                    dz_t,
-                    (np, 1),
-                    cols,
-                    (1, np),
-                    0.0,
-                    &mut dw,
-                    (ckk, 1),
-                );
-                if let Some(dx) = dx.as_deref_mut() {
-                    // dcols[CKK, n*P] = W^T[CKK, O] x dz[O, n*P], reusing cols' memory.
-                    gemm(ckk, d.o, np, w, (1, ckk), dz_t, (np, 1), 0.0, cols, (np, 1));
-                    for (s, dx) in dx.chunks_exact_mut(in_len).enumerate() {
-                        col2im_add(d, cols, np, s * p, dx, pad);
+                    cols.resize(ckk * gp, 0.0);
+                    for (s, x) in x.chunks_exact(in_len).enumerate() {
+                        im2col(d, x, cols, gp, s * p, pad);
+                    }
+                    // dW[O, CKK] (+)= dz[O, G*P] x cols^T[G*P, CKK]
+                    let beta = if gi == 0 { 0.0 } else { 1.0 };
+                    gemm(
+                        d.o,
+                        gp,
+                        ckk,
+                        dz_t,
+                        (gp, 1),
+                        cols,
+                        (1, gp),
+                        beta,
+                        &mut dw,
+                        (ckk, 1),
+                    );
+                    if let Some(dx) = dx_groups.as_mut().and_then(|g| g.next()) {
+                        // dcols[CKK, G*P] = W^T[CKK, O] x dz[O, G*P], reusing cols' memory.
+                        gemm(ckk, d.o, gp, w, (1, ckk), dz_t, (gp, 1), 0.0, cols, (gp, 1));
+                        for (s, dx) in dx.chunks_exact_mut(in_len).enumerate() {
+                            col2im_add(d, cols, gp, s * p, dx, pad);
+                        }
                     }
                 }
             }
