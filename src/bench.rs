@@ -156,12 +156,13 @@ impl DeviceTask for Epoch<'_> {
                 &mut self,
                 _: &crate::results::EpochMetrics,
                 _: Option<&crate::checkpoint::Weights>,
+                _: &crate::checkpoint::TrainState,
             ) -> Result<()> {
                 Ok(())
             }
         }
         let started = Instant::now();
-        trainer.fit(&config, self.data, &mut Quiet)?;
+        trainer.fit(&config, self.data, &mut Quiet, None)?;
         Ok(started.elapsed().as_secs_f64())
     }
 }

@@ -77,3 +77,78 @@ impl Weights {
         Self::from_safetensors(&path.display().to_string(), &bytes)
     }
 }
+
+/// Everything a run needs to continue exactly where it stopped: the
+/// weights, the optimizer's momentum and the epoch counter. The learning
+/// rate follows from the epoch, and each epoch's shuffle from the seed and
+/// the epoch, so no generator state needs saving.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainState {
+    pub epochs_done: usize,
+    pub best_epoch: Option<usize>,
+    pub best_val_acc: Option<f64>,
+    pub weights: Weights,
+    /// Momentum buffers, named like the weights.
+    pub momentum: Weights,
+}
+
+impl TrainState {
+    /// One safetensors file: `weights.<name>` and `momentum.<name>` tensors,
+    /// the counters in its metadata. Written atomically, so a run killed at
+    /// any moment leaves either the previous epoch's state or this one.
+    pub fn save(&self, path: &Path, config_hash: &str) -> Result<()> {
+        let mut tensors = Vec::new();
+        for (prefix, w) in [("weights", &self.weights), ("momentum", &self.momentum)] {
+            for (name, shape, values) in &w.tensors {
+                tensors.push((format!("{prefix}.{name}"), shape.clone(), values.clone()));
+            }
+        }
+        let mut meta = HashMap::new();
+        meta.insert("epochs_done".to_string(), self.epochs_done.to_string());
+        if let (Some(e), Some(a)) = (self.best_epoch, self.best_val_acc) {
+            meta.insert("best_epoch".to_string(), e.to_string());
+            // Exact round trip of the f64.
+            meta.insert("best_val_acc_bits".to_string(), a.to_bits().to_string());
+        }
+        meta.insert("config_hash".to_string(), config_hash.to_string());
+        Weights { tensors }.save(path, meta)
+    }
+
+    /// Reads a state saved by `save`, checking it belongs to `config_hash`.
+    pub fn load(path: &Path, config_hash: &str) -> Result<Self> {
+        let file = path.display().to_string();
+        let bytes = std::fs::read(path).with_context(|| format!("reading {file}"))?;
+        let (_, header) =
+            SafeTensors::read_metadata(&bytes).map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
+        let meta = header.metadata().clone().unwrap_or_default();
+        let get = |key: &str| meta.get(key).cloned();
+        if get("config_hash").as_deref() != Some(config_hash) {
+            bail!("{file} belongs to another config");
+        }
+        let epochs_done = get("epochs_done")
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("{file}: no epochs_done"))?;
+        let best_epoch = get("best_epoch").and_then(|v| v.parse().ok());
+        let best_val_acc = get("best_val_acc_bits")
+            .and_then(|v| v.parse().ok())
+            .map(f64::from_bits);
+        let all = Weights::from_safetensors(&file, &bytes)?;
+        let part = |prefix: &str| Weights {
+            tensors: all
+                .tensors
+                .iter()
+                .filter_map(|(n, s, v)| {
+                    n.strip_prefix(prefix)
+                        .map(|n| (n.to_string(), s.clone(), v.clone()))
+                })
+                .collect(),
+        };
+        Ok(TrainState {
+            epochs_done,
+            best_epoch,
+            best_val_acc,
+            weights: part("weights."),
+            momentum: part("momentum."),
+        })
+    }
+}

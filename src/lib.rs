@@ -13,6 +13,7 @@ pub mod commands;
 pub mod config;
 pub mod data;
 pub mod device;
+pub mod execute;
 pub mod model;
 pub mod results;
 pub mod train;

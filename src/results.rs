@@ -15,6 +15,10 @@ pub const CONFIG_FILE: &str = "config.toml";
 pub const METRICS_FILE: &str = "metrics.csv";
 pub const SUMMARY_FILE: &str = "summary.json";
 pub const BEST_FILE: &str = "best.safetensors";
+/// Weights, momentum and epoch counter after the last finished epoch.
+pub const STATE_FILE: &str = "state.safetensors";
+/// Locked (flock) by the process training the run.
+pub const LOCK_FILE: &str = ".lock";
 
 /// One row of `metrics.csv`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -78,6 +82,14 @@ impl RunDir {
         RunDir {
             path: results_root.join(&config.name).join(config.run_id()),
         }
+    }
+
+    /// The run id: the folder's name.
+    pub fn id(&self) -> String {
+        self.path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
     }
 
     pub fn create(&self) -> Result<()> {

@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use dfdx::prelude::*;
 
-use crate::checkpoint::Weights;
+use crate::checkpoint::{TrainState, Weights};
 use crate::config::RunConfig;
 use crate::data::{epoch_order, Data, Split, CLASSES, PIXELS};
 use crate::model::{ConvOps, LeNet5, Param};
@@ -23,8 +23,14 @@ pub trait Observer {
     /// After each batch: batches done, batches in the epoch, mean loss and
     /// accuracy over the epoch so far.
     fn batch_end(&mut self, _done: usize, _total: usize, _loss: f64, _acc: f64) {}
-    /// After each epoch; `best` holds the weights when this epoch is the best so far.
-    fn epoch_end(&mut self, metrics: &EpochMetrics, best: Option<&Weights>) -> Result<()>;
+    /// After each epoch; `best` holds the weights when this epoch is the best
+    /// so far, and `state` is everything needed to resume after this epoch.
+    fn epoch_end(
+        &mut self,
+        metrics: &EpochMetrics,
+        best: Option<&Weights>,
+        state: &TrainState,
+    ) -> Result<()>;
 }
 
 /// How a fit ended.
@@ -53,6 +59,17 @@ impl Sgd {
             velocity: params.iter().map(|p| vec![0.0; p.shape().0]).collect(),
             grad: Vec::new(),
         }
+    }
+
+    /// The momentum buffers, in parameter order.
+    pub fn velocity(&self) -> &[Vec<f32>] {
+        &self.velocity
+    }
+
+    /// Restores the optimizer to `values` (the parameters) and `velocity`.
+    pub fn restore(&mut self, values: Vec<Vec<f32>>, velocity: Vec<Vec<f32>>) {
+        self.values = values;
+        self.velocity = velocity;
     }
 
     pub fn step<D: Device<f32>>(
@@ -178,12 +195,46 @@ impl<D: Device<f32>, O: ConvOps<D>> Trainer<D, O> {
         (loss / n, correct as f64 / n)
     }
 
-    /// Trains `config.train.epochs` epochs, reporting to `observer`.
+    /// The state to resume from after `epochs_done` epochs.
+    pub fn state(&self, epochs_done: usize, best: Option<(usize, f64)>) -> TrainState {
+        let weights = self.model.to_weights();
+        let momentum = Weights {
+            tensors: weights
+                .tensors
+                .iter()
+                .zip(self.sgd.velocity())
+                .map(|((name, shape, _), v)| (name.clone(), shape.clone(), v.clone()))
+                .collect(),
+        };
+        TrainState {
+            epochs_done,
+            best_epoch: best.map(|b| b.0),
+            best_val_acc: best.map(|b| b.1),
+            weights,
+            momentum,
+        }
+    }
+
+    /// Puts the model and optimizer back into a saved state.
+    pub fn restore(&mut self, state: &TrainState) -> Result<()> {
+        // from_weights checks names and shapes and puts both in PARAMS order.
+        let model = LeNet5::from_weights(&self.dev, &self.model.arch, &state.weights)?;
+        let momentum = LeNet5::<D>::from_weights(&self.dev, &self.model.arch, &state.momentum)?;
+        let values = model.params.iter().map(|p| p.as_vec()).collect();
+        let velocity = momentum.params.iter().map(|p| p.as_vec()).collect();
+        self.model = model;
+        self.sgd.restore(values, velocity);
+        Ok(())
+    }
+
+    /// Trains up to `config.train.epochs` epochs, from `resume` if given,
+    /// reporting to `observer`.
     pub fn fit(
         &mut self,
         config: &RunConfig,
         data: &Data,
         observer: &mut dyn Observer,
+        resume: Option<&TrainState>,
     ) -> Result<Outcome> {
         let t = &config.train;
         let n = data.train.len();
@@ -194,9 +245,15 @@ impl<D: Device<f32>, O: ConvOps<D>> Trainer<D, O> {
             );
         }
         let batches = n.div_ceil(t.batch_size);
-        let mut best_acc = f64::NEG_INFINITY;
+        let mut best: Option<(usize, f64)> = None;
+        let mut first_epoch = 0;
+        if let Some(state) = resume {
+            self.restore(state)?;
+            first_epoch = state.epochs_done;
+            best = state.best_epoch.zip(state.best_val_acc);
+        }
         let (mut pixels, mut labels) = (Vec::with_capacity(t.batch_size * PIXELS), Vec::new());
-        for epoch in 0..t.epochs {
+        for epoch in first_epoch..t.epochs {
             let lr = config.lr_at_epoch(epoch);
             let started = Instant::now();
             let order = epoch_order(n, t.seed, epoch);
@@ -243,13 +300,12 @@ impl<D: Device<f32>, O: ConvOps<D>> Trainer<D, O> {
                 train_images_per_sec: n as f64 / train_seconds,
                 finished_at: now_rfc3339(),
             };
-            let best = if val_acc > best_acc {
-                best_acc = val_acc;
-                Some(self.model.to_weights())
-            } else {
-                None
-            };
-            observer.epoch_end(&metrics, best.as_ref())?;
+            let is_best = best.is_none_or(|(_, acc)| val_acc > acc);
+            if is_best {
+                best = Some((epoch + 1, val_acc));
+            }
+            let state = self.state(epoch + 1, best);
+            observer.epoch_end(&metrics, is_best.then_some(&state.weights), &state)?;
         }
         Ok(Outcome::Completed)
     }

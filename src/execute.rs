@@ -1,0 +1,336 @@
+//! Runs one config into its run folder, the way both `runner run` and
+//! `runner sweep` do it: take the folder's lock, skip a finished run, resume
+//! an interrupted one from its last finished epoch, train, and keep every
+//! file true at every moment (see `results` for the files).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use dfdx::prelude::Device;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::checkpoint::{TrainState, Weights};
+use crate::config::RunConfig;
+use crate::data::Data;
+use crate::device::{self, Backend, DeviceTask};
+use crate::model::ConvOps;
+use crate::results::{self, EpochMetrics, RunDir, Status, Summary};
+use crate::train::{Observer, Outcome, Trainer};
+
+/// How to treat what a run folder already holds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Policy {
+    /// Train again from scratch even if the run completed.
+    pub force: bool,
+    /// Train a run again whose last attempt failed.
+    pub retry_failed: bool,
+}
+
+/// What became of one run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunOutcome {
+    Completed {
+        best_val_acc: f64,
+        seconds: f64,
+    },
+    /// Already completed earlier: nothing to do.
+    AlreadyCompleted,
+    /// Failed earlier, and failed runs are not being retried.
+    PreviouslyFailed(String),
+    /// Another process holds the folder's lock (it is training this run).
+    Busy,
+    Interrupted,
+    Failed(String),
+}
+
+/// Holds the lock of a run folder for as long as it lives. The OS releases
+/// it when the process dies, however it dies, so a killed run never leaves
+/// a stale lock behind.
+pub struct RunLock {
+    _file: File,
+}
+
+pub fn try_lock(run_dir: &RunDir) -> Result<Option<RunLock>> {
+    run_dir.create()?;
+    let path = run_dir.file(results::LOCK_FILE);
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening lock file {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(RunLock { _file: file })),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
+        }
+    }
+}
+
+/// Runs `config` into `run_dir` under the given policy.
+pub fn run_one(
+    config: &RunConfig,
+    data: &Data,
+    run_dir: &RunDir,
+    backend: Backend,
+    threads: usize,
+    policy: Policy,
+) -> Result<RunOutcome> {
+    let Some(_lock) = try_lock(run_dir)? else {
+        return Ok(RunOutcome::Busy);
+    };
+    // What is there already (read under the lock, so it is not changing).
+    let previous = run_dir
+        .read_summary()
+        .ok()
+        .filter(|s| s.config_hash == config.result_hash());
+    if !policy.force {
+        match previous.as_ref().map(|s| s.status) {
+            Some(Status::Completed) => return Ok(RunOutcome::AlreadyCompleted),
+            Some(Status::Failed) if !policy.retry_failed => {
+                let reason = previous.and_then(|s| s.reason).unwrap_or_default();
+                return Ok(RunOutcome::PreviouslyFailed(reason));
+            }
+            _ => {}
+        }
+    }
+    let resume = if policy.force
+        || previous
+            .as_ref()
+            .is_some_and(|s| s.status == Status::Failed)
+    {
+        None
+    } else {
+        TrainState::load(&run_dir.file(results::STATE_FILE), &config.result_hash()).ok()
+    };
+    // Rows for the epochs the saved state covers; later rows are redone.
+    let rows = match &resume {
+        Some(state) => {
+            let rows =
+                results::read_metrics(&run_dir.file(results::METRICS_FILE)).unwrap_or_default();
+            rows.into_iter()
+                .filter(|r| r.epoch <= state.epochs_done)
+                .collect()
+        }
+        None => {
+            for stale in [results::BEST_FILE, results::STATE_FILE] {
+                let _ = std::fs::remove_file(run_dir.file(stale));
+            }
+            Vec::new()
+        }
+    };
+    if let Some(state) = &resume {
+        eprintln!(
+            "resuming {} after epoch {} of {}",
+            run_dir.path.display(),
+            state.epochs_done,
+            config.train.epochs
+        );
+    }
+    run_dir.write_config(config)?;
+    let mut recorder = Recorder::new(
+        config,
+        run_dir,
+        backend,
+        threads,
+        rows,
+        previous.map(|s| s.started_at),
+    );
+    if let Some(state) = &resume {
+        recorder.summary.best_epoch = state.best_epoch;
+        recorder.summary.best_val_acc = state.best_val_acc;
+    }
+    run_dir.write_metrics(&recorder.rows)?;
+    recorder.refresh_summary();
+    run_dir.write_summary(&recorder.summary)?;
+    let outcome = device::dispatch(
+        backend,
+        Fit {
+            config,
+            data,
+            recorder: &mut recorder,
+            resume: resume.as_ref(),
+        },
+    );
+    recorder.finish(&outcome)?;
+    Ok(match outcome {
+        Ok(Outcome::Completed) => RunOutcome::Completed {
+            best_val_acc: recorder.summary.best_val_acc.unwrap_or(f64::NAN),
+            seconds: recorder.started.elapsed().as_secs_f64(),
+        },
+        Ok(Outcome::Interrupted { .. }) => RunOutcome::Interrupted,
+        Err(e) => RunOutcome::Failed(format!("{e:#}")),
+    })
+}
+
+struct Fit<'a, 'r> {
+    config: &'a RunConfig,
+    data: &'a Data,
+    recorder: &'r mut Recorder<'a>,
+    resume: Option<&'r TrainState>,
+}
+
+impl DeviceTask for Fit<'_, '_> {
+    type Output = Result<Outcome>;
+    fn run<D: Device<f32>, O: ConvOps<D>>(self, dev: D, ops: O) -> Self::Output {
+        let mut trainer = Trainer::new(dev, ops, self.config);
+        trainer.fit(self.config, self.data, self.recorder, self.resume)
+    }
+}
+
+/// Writes each epoch's results as they come, and draws the progress.
+struct Recorder<'a> {
+    config: &'a RunConfig,
+    run_dir: &'a RunDir,
+    rows: Vec<EpochMetrics>,
+    summary: Summary,
+    started: Instant,
+    /// Wall seconds of earlier attempts (a resumed run adds them up).
+    earlier_seconds: f64,
+    bar: Option<ProgressBar>,
+}
+
+impl<'a> Recorder<'a> {
+    fn new(
+        config: &'a RunConfig,
+        run_dir: &'a RunDir,
+        backend: Backend,
+        threads: usize,
+        rows: Vec<EpochMetrics>,
+        started_at: Option<String>,
+    ) -> Self {
+        let earlier_seconds = rows.iter().map(|r| r.epoch_seconds).sum();
+        let summary = Summary {
+            status: Status::Running,
+            reason: None,
+            name: config.name.clone(),
+            run_id: run_dir.id(),
+            best_epoch: None,
+            best_val_acc: None,
+            final_val_acc: None,
+            epochs_completed: 0,
+            epochs_planned: config.train.epochs,
+            started_at: started_at
+                .filter(|_| !rows.is_empty())
+                .unwrap_or_else(results::now_rfc3339),
+            finished_at: None,
+            wall_seconds: 0.0,
+            mean_train_images_per_sec: None,
+            peak_rss_mb: None,
+            config_hash: config.result_hash(),
+            host: gethostname::gethostname().to_string_lossy().into_owned(),
+            device: backend.describe().to_string(),
+            threads,
+            runner_version: env!("CARGO_PKG_VERSION").to_string(),
+            dfdx_version: crate::DFDX_VERSION.to_string(),
+            git_commit: option_env!("RUNNER_GIT_COMMIT").map(String::from),
+        };
+        Recorder {
+            config,
+            run_dir,
+            rows,
+            summary,
+            started: Instant::now(),
+            earlier_seconds,
+            bar: None,
+        }
+    }
+
+    fn refresh_summary(&mut self) {
+        let s = &mut self.summary;
+        s.wall_seconds = self.earlier_seconds + self.started.elapsed().as_secs_f64();
+        s.peak_rss_mb = results::peak_rss_mb();
+        s.epochs_completed = self.rows.len();
+        s.final_val_acc = self.rows.last().map(|r| r.val_acc);
+        if !self.rows.is_empty() {
+            let total: f64 = self.rows.iter().map(|r| r.train_images_per_sec).sum();
+            s.mean_train_images_per_sec = Some(total / self.rows.len() as f64);
+        }
+    }
+
+    fn finish(&mut self, outcome: &Result<Outcome>) -> Result<()> {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        self.refresh_summary();
+        let (status, reason) = match outcome {
+            Ok(Outcome::Completed) => (Status::Completed, None),
+            Ok(Outcome::Interrupted { .. }) => (
+                Status::Interrupted,
+                Some("interrupted by the user (Ctrl-C)".into()),
+            ),
+            Err(e) => (Status::Failed, Some(format!("{e:#}"))),
+        };
+        self.summary.status = status;
+        self.summary.reason = reason;
+        self.summary.finished_at = Some(results::now_rfc3339());
+        self.run_dir.write_summary(&self.summary)
+    }
+}
+
+impl Observer for Recorder<'_> {
+    fn batch_end(&mut self, done: usize, total: usize, loss: f64, acc: f64) {
+        let epoch = self.rows.len() + 1;
+        let bar = self.bar.get_or_insert_with(|| {
+            let bar = ProgressBar::new(total as u64);
+            bar.set_style(
+                ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            );
+            bar
+        });
+        bar.set_prefix(format!("epoch {epoch}/{}", self.config.train.epochs));
+        // Redrawing costs more than a small batch: update every few batches.
+        if done % 25 == 0 || done == total {
+            bar.set_position(done as u64);
+            bar.set_message(format!("loss {loss:.4} acc {acc:.4}"));
+        }
+    }
+
+    fn epoch_end(
+        &mut self,
+        m: &EpochMetrics,
+        best: Option<&Weights>,
+        state: &TrainState,
+    ) -> Result<()> {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        println!(
+            "epoch {:>3}/{}  lr {:.2e}  train loss {:.4} acc {:.4}  val loss {:.4} acc {:.4}  {:.1}s  {:.0} img/s",
+            m.epoch,
+            self.config.train.epochs,
+            m.lr,
+            m.train_loss,
+            m.train_acc,
+            m.val_loss,
+            m.val_acc,
+            m.epoch_seconds,
+            m.train_images_per_sec
+        );
+        // Order matters for a kill at any point: the best weights, then the
+        // rows, then the state that says this epoch is done. A rerun resumes
+        // from the state and drops rows past it, so nothing is lost or doubled.
+        if let Some(weights) = best {
+            let mut meta = HashMap::new();
+            meta.insert("epoch".to_string(), m.epoch.to_string());
+            meta.insert("val_acc".to_string(), m.val_acc.to_string());
+            meta.insert("config_hash".to_string(), self.summary.config_hash.clone());
+            weights.save(&self.run_dir.file(results::BEST_FILE), meta)?;
+            self.summary.best_epoch = Some(m.epoch);
+            self.summary.best_val_acc = Some(m.val_acc);
+        }
+        self.rows.push(m.clone());
+        self.run_dir.write_metrics(&self.rows)?;
+        state.save(
+            &self.run_dir.file(results::STATE_FILE),
+            &self.summary.config_hash,
+        )?;
+        self.refresh_summary();
+        self.run_dir.write_summary(&self.summary)
+    }
+}
