@@ -19,6 +19,9 @@ pub struct Cli {
 pub enum Command {
     /// Train one configuration described by a TOML spec.
     Run(RunArgs),
+    /// Run a grid of configurations in sequence, skipping finished runs and
+    /// resuming interrupted ones.
+    Sweep(SweepArgs),
     /// Report test loss and accuracy of a run's best checkpoint, or of any
     /// LeNet-5 checkpoint in safetensors with PyTorch's parameter names.
     Eval(EvalArgs),
@@ -93,4 +96,28 @@ pub struct BenchArgs {
     /// Print the results as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    /// The grid file (TOML), e.g. experiments/grid.toml.
+    pub grid: PathBuf,
+    #[command(flatten)]
+    pub overrides: Overrides,
+    /// Root folder for results; runs go to DIR/<sweep name>/<run-id>/.
+    #[arg(long, value_name = "DIR", default_value = "results")]
+    pub results_dir: PathBuf,
+    /// List the points (index, status, run id, values) and exit.
+    #[arg(long, visible_alias = "dry-run")]
+    pub list: bool,
+    /// Print how many points there are (in this shard) and exit.
+    #[arg(long)]
+    pub count: bool,
+    /// Run only slice I of N (0-based), e.g. 0/4. Without it, Slurm array and
+    /// Kubernetes Indexed Job variables pick the slice when present.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+    /// Train again the runs whose last attempt failed.
+    #[arg(long)]
+    pub retry_failed: bool,
 }

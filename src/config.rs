@@ -321,15 +321,19 @@ impl RunConfig {
     }
 }
 
-/// `--set key=value` overrides, as a figment provider of their own so that
-/// errors can say a value came from the command line.
-struct CommandLine {
-    sets: Vec<(String, toml::Value)>,
+/// Values set by key, as a figment provider of their own so that errors can
+/// say where a value came from: `--set` on the command line, or a sweep.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    /// Names the source in errors, e.g. "command line".
+    pub label: String,
+    pub values: Vec<(String, toml::Value)>,
 }
 
-impl CommandLine {
-    fn parse(sets: &[String]) -> Result<Self> {
-        let mut parsed = Vec::new();
+impl Layer {
+    /// Parses `--set key=value` arguments.
+    fn from_sets(sets: &[String]) -> Result<Self> {
+        let mut values = Vec::new();
         for set in sets {
             let (key, raw) = set.split_once('=').with_context(|| {
                 format!("--set {set:?}: expected KEY=VALUE, e.g. train.lr=0.01")
@@ -338,11 +342,39 @@ impl CommandLine {
             if key.is_empty() || key.split('.').any(|part| part.is_empty()) {
                 bail!("--set {set:?}: {key:?} is not a key; keys look like train.lr");
             }
-            parsed.push((key.to_string(), parse_value(raw.trim())));
+            values.push((key.to_string(), parse_value(raw.trim())));
         }
-        Ok(CommandLine { sets: parsed })
+        Ok(Layer {
+            label: COMMAND_LINE.into(),
+            values,
+        })
+    }
+
+    /// A TOML table of settings as dotted keys (`{train = {lr = 1}}` -> `train.lr`).
+    pub fn from_table(label: impl Into<String>, table: &toml::Table) -> Self {
+        fn walk(prefix: &str, table: &toml::Table, out: &mut Vec<(String, toml::Value)>) {
+            for (k, v) in table {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                match v {
+                    toml::Value::Table(t) => walk(&key, t, out),
+                    other => out.push((key, other.clone())),
+                }
+            }
+        }
+        let mut values = Vec::new();
+        walk("", table, &mut values);
+        Layer {
+            label: label.into(),
+            values,
+        }
     }
 }
+
+const COMMAND_LINE: &str = "command line";
 
 /// A command-line value is read as TOML (numbers, booleans, quoted strings);
 /// anything that is not valid TOML is taken as a bare string (`relu`).
@@ -355,14 +387,14 @@ fn parse_value(raw: &str) -> toml::Value {
     }
 }
 
-impl Provider for CommandLine {
+impl Provider for Layer {
     fn metadata(&self) -> Metadata {
-        Metadata::named("command line")
+        Metadata::named(self.label.clone())
     }
 
     fn data(&self) -> figment::Result<Map<Profile, Dict>> {
         let mut root = Dict::new();
-        for (key, value) in &self.sets {
+        for (key, value) in &self.values {
             let value = Value::serialize(value)?;
             insert_dotted(&mut root, key, value);
         }
@@ -393,8 +425,21 @@ fn insert_dotted(dict: &mut Dict, key: &str, value: Value) {
 pub struct Sources<'a> {
     /// The spec file, if any (`runner eval --checkpoint` may go without).
     pub spec: Option<&'a Path>,
+    /// Layers between the spec file and the environment (a sweep's values).
+    pub layers: &'a [Layer],
     /// `--set key=value` overrides.
     pub sets: &'a [String],
+}
+
+impl<'a> Sources<'a> {
+    /// A spec file and `--set` overrides, nothing in between.
+    pub fn new(spec: Option<&'a Path>, sets: &'a [String]) -> Self {
+        Sources {
+            spec,
+            layers: &[],
+            sets,
+        }
+    }
 }
 
 /// Environment variables read as config: `RUNNER_<SECTION>__<KEY>`, plus `RUNNER_NAME`.
@@ -430,9 +475,12 @@ fn figment_for(sources: &Sources) -> Result<Figment> {
         }
         figment = figment.merge(Toml::file_exact(spec));
     }
+    for layer in sources.layers {
+        figment = figment.merge(layer.clone());
+    }
     Ok(figment
         .merge(env_provider())
-        .merge(CommandLine::parse(sources.sets)?))
+        .merge(Layer::from_sets(sources.sets)?))
 }
 
 /// Resolves and validates a config. Errors name the key and its source.
@@ -504,7 +552,7 @@ fn origin_of(metadata: &Metadata, path: &[String]) -> String {
     if metadata.name.contains("environment") {
         return format!("environment variable {}", env_var_name(path));
     }
-    if metadata.name == "command line" {
+    if metadata.name == COMMAND_LINE {
         return format!("--set {}", path.join("."));
     }
     metadata.name.to_string()
@@ -516,7 +564,7 @@ fn env_var_name(path: &[String]) -> String {
 }
 
 /// The 1-based line of a dotted key in a TOML file, if it is written there.
-fn line_of(file: &Path, path: &[String]) -> Option<usize> {
+pub fn line_of(file: &Path, path: &[String]) -> Option<usize> {
     let text = std::fs::read_to_string(file).ok()?;
     let doc = toml_edit::ImDocument::parse(text.as_str()).ok()?;
     let mut item = doc.as_item();

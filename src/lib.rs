@@ -16,6 +16,7 @@ pub mod device;
 pub mod execute;
 pub mod model;
 pub mod results;
+pub mod sweep;
 pub mod train;
 
 /// The dfdx version this binary was built against (recorded in summaries).

@@ -7,6 +7,13 @@ use runner::commands;
 use runner::train::INTERRUPTED;
 
 fn main() -> ExitCode {
+    // Die quietly on a closed pipe (`runner sweep --list | head`), as CLI tools do,
+    // instead of panicking on the next print.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of a signal at startup, before any threads.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     // First Ctrl-C: finish the current batch, save, exit 130. Second: exit now.
     let _ = ctrlc::set_handler(|| {
@@ -17,6 +24,7 @@ fn main() -> ExitCode {
     });
     let result = match &cli.command {
         Command::Run(args) => commands::run::execute(args),
+        Command::Sweep(args) => commands::sweep::execute(args),
         Command::Eval(args) => commands::eval::execute(args),
         Command::Bench(args) => commands::bench::execute(args),
         Command::Defaults => {

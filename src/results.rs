@@ -73,6 +73,7 @@ pub struct Summary {
 }
 
 /// A run's folder and the files in it.
+#[derive(Debug, Clone)]
 pub struct RunDir {
     pub path: PathBuf,
 }

@@ -15,10 +15,7 @@ use crate::train::Trainer;
 pub fn execute(args: &EvalArgs) -> Result<i32> {
     let (config, checkpoint) = match &args.checkpoint {
         Some(file) => {
-            let sources = Sources {
-                spec: args.path.as_deref(),
-                sets: &args.overrides.sets,
-            };
+            let sources = Sources::new(args.path.as_deref(), &args.overrides.sets);
             (config::load(&sources)?, file.clone())
         }
         None => {
@@ -34,10 +31,7 @@ pub fn execute(args: &EvalArgs) -> Result<i32> {
                     results::CONFIG_FILE
                 );
             }
-            let config = config::load(&Sources {
-                spec: Some(&spec),
-                sets: &args.overrides.sets,
-            })?;
+            let config = config::load(&Sources::new(Some(&spec), &args.overrides.sets))?;
             (config, run_dir.join(results::BEST_FILE))
         }
     };

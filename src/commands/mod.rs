@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod eval;
 pub mod run;
+pub mod sweep;
 
 /// Sizes rayon's global pool: `threads = 0` means one thread per core.
 pub fn init_threads(threads: usize) -> usize {

@@ -13,10 +13,7 @@ use crate::results::{self, RunDir};
 pub const EXIT_INTERRUPTED: i32 = 130;
 
 pub fn execute(args: &RunArgs) -> Result<i32> {
-    let config = config::load(&Sources {
-        spec: Some(&args.spec),
-        sets: &args.overrides.sets,
-    })?;
+    let config = config::load(&Sources::new(Some(&args.spec), &args.overrides.sets))?;
     let run_dir = RunDir::for_config(&args.results_dir, &config);
     if args.dry_run {
         println!("# run folder: {}", run_dir.path.display());

@@ -1,0 +1,431 @@
+//! A grid file and its expansion into points.
+//!
+//! ```toml
+//! name = "grid"                    # default: the file's stem
+//! base = "baseline.toml"           # a spec, relative to this file; or an inline [spec] table
+//!
+//! [sweep]                          # the product of these lists is the grid
+//! "model.activation" = ["sigmoid", "relu", "tanh"]
+//! "train.seed" = { start = 0, stop = 2, step = 1 }          # 0, 1, 2
+//! "train.lr" = { start = 1e-3, stop = 1e-1, num = 3, log = true }
+//!
+//! [[zip]]                          # keys that vary together: one axis
+//! "train.lr" = [0.001, 0.01]
+//! "train.batch_size" = [16, 64]
+//!
+//! [[exclude]]                      # drop the points that match every key
+//! "model.activation" = "sigmoid"
+//!
+//! [[include]]                      # add single points
+//! "train.lr" = 0.5
+//! ```
+//!
+//! Expansion is deterministic: axes in key order, values in the order
+//! given, then excludes, then includes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+use crate::config::{flatten, line_of, RunConfig};
+
+/// The grid file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GridFile {
+    name: Option<String>,
+    base: Option<PathBuf>,
+    spec: Option<toml::Table>,
+    #[serde(default)]
+    sweep: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    zip: Vec<BTreeMap<String, toml::Value>>,
+    #[serde(default)]
+    exclude: Vec<BTreeMap<String, toml::Value>>,
+    #[serde(default)]
+    include: Vec<BTreeMap<String, toml::Value>>,
+}
+
+/// One point of the grid: a value for each swept key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    pub values: BTreeMap<String, toml::Value>,
+}
+
+impl Point {
+    /// `activation=relu,seed=1`: the swept values, readable, for run ids.
+    pub fn slug(&self) -> String {
+        let parts: Vec<String> = self
+            .values
+            .iter()
+            .map(|(k, v)| format!("{}={}", k.rsplit('.').next().unwrap_or(k), plain(v)))
+            .collect();
+        let slug = parts.join(",");
+        let safe: String = slug
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "._=,+-".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        if safe.is_empty() {
+            "base".into()
+        } else {
+            safe
+        }
+    }
+
+    /// `model.activation=relu train.seed=1`, for listings.
+    pub fn describe(&self) -> String {
+        let parts: Vec<String> = self
+            .values
+            .iter()
+            .map(|(k, v)| format!("{k}={}", plain(v)))
+            .collect();
+        parts.join(" ")
+    }
+}
+
+/// A value as text, strings without quotes.
+pub fn plain(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A parsed, checked grid.
+#[derive(Debug, Clone)]
+pub struct Grid {
+    pub file: PathBuf,
+    pub name: String,
+    /// The base spec file, if any.
+    pub base: Option<PathBuf>,
+    /// The inline base spec, if any.
+    pub spec: Option<toml::Table>,
+    pub points: Vec<Point>,
+}
+
+/// Every key a spec can set (the optional ones included).
+fn known_keys() -> Vec<String> {
+    let mut full = RunConfig::default();
+    full.data.base_url = Some(String::new());
+    full.data.limit_train = Some(1);
+    full.data.limit_test = Some(1);
+    flatten(&full).into_keys().filter(|k| k != "name").collect()
+}
+
+/// An error about `path` in the grid file, with its line when found.
+fn at(file: &Path, path: &[&str], msg: String) -> anyhow::Error {
+    let owned: Vec<String> = path.iter().map(|s| s.to_string()).collect();
+    match line_of(file, &owned) {
+        Some(line) => anyhow::anyhow!("{}, line {line}: {msg}", file.display()),
+        None => anyhow::anyhow!("{}: {msg}", file.display()),
+    }
+}
+
+fn check_key(file: &Path, table: &str, key: &str, known: &[String]) -> Result<()> {
+    if known.iter().any(|k| k == key) {
+        return Ok(());
+    }
+    let hint = if key == "name" {
+        "the sweep sets each run's name".to_string()
+    } else {
+        format!("keys look like train.lr; known keys: {}", known.join(", "))
+    };
+    Err(at(
+        file,
+        &[table, key],
+        format!("[{table}] `{key}` is not a config key ({hint})"),
+    ))
+}
+
+/// Expands a list or a range into values.
+fn values_of(file: &Path, table: &str, key: &str, value: &toml::Value) -> Result<Vec<toml::Value>> {
+    let err = |msg: String| at(file, &[table, key], format!("[{table}] `{key}`: {msg}"));
+    let values = match value {
+        toml::Value::Array(list) => list.clone(),
+        toml::Value::Table(range) => expand_range(range).map_err(|e| err(e.to_string()))?,
+        other => {
+            return Err(err(format!(
+                "expected a list of values or a range table, found {}",
+                other.type_str()
+            )))
+        }
+    };
+    if values.is_empty() {
+        return Err(err("the list of values is empty".into()));
+    }
+    Ok(values)
+}
+
+fn number(range: &toml::Table, key: &str) -> Result<Option<f64>> {
+    match range.get(key) {
+        None => Ok(None),
+        Some(toml::Value::Integer(i)) => Ok(Some(*i as f64)),
+        Some(toml::Value::Float(f)) => Ok(Some(*f)),
+        Some(other) => bail!("range `{key}` must be a number, found {}", other.type_str()),
+    }
+}
+
+/// `{ start, stop, num [, log] }` (inclusive, linear or log spaced) or
+/// `{ start, stop, step }` (start, start+step, ... up to stop inclusive).
+fn expand_range(range: &toml::Table) -> Result<Vec<toml::Value>> {
+    for key in range.keys() {
+        if !["start", "stop", "num", "step", "log"].contains(&key.as_str()) {
+            bail!("unknown range key `{key}`; a range has start, stop and num (optionally log = true) or step");
+        }
+    }
+    let (Some(start), Some(stop)) = (number(range, "start")?, number(range, "stop")?) else {
+        bail!("a range needs start and stop");
+    };
+    let integers = matches!(range.get("start"), Some(toml::Value::Integer(_)))
+        && matches!(range.get("stop"), Some(toml::Value::Integer(_)))
+        && !matches!(range.get("step"), Some(toml::Value::Float(_)));
+    let log = match range.get("log") {
+        None => false,
+        Some(toml::Value::Boolean(b)) => *b,
+        Some(other) => bail!(
+            "range `log` must be true or false, found {}",
+            other.type_str()
+        ),
+    };
+    let values: Vec<f64> = match (range.get("num"), number(range, "step")?) {
+        (Some(_), Some(_)) => bail!("give either num or step, not both"),
+        (Some(num), None) => {
+            let Some(num) = num.as_integer().filter(|n| *n >= 1) else {
+                bail!("range `num` must be a whole number >= 1");
+            };
+            let n = num as usize;
+            if log && (start <= 0.0 || stop <= 0.0) {
+                bail!("a log range needs start and stop > 0");
+            }
+            (0..n)
+                .map(|i| {
+                    let t = if n == 1 {
+                        0.0
+                    } else {
+                        i as f64 / (n - 1) as f64
+                    };
+                    if log {
+                        (start.ln() + t * (stop.ln() - start.ln())).exp()
+                    } else {
+                        start + t * (stop - start)
+                    }
+                })
+                .collect()
+        }
+        (None, Some(step)) => {
+            if log {
+                bail!("log = true goes with num, not step");
+            }
+            if step == 0.0 || (stop - start) * step < 0.0 {
+                bail!("step {step} never gets from {start} to {stop}");
+            }
+            let n = ((stop - start) / step + 1e-9).floor() as usize + 1;
+            if n > 100_000 {
+                bail!("the range has {n} values; that is not a sensible grid");
+            }
+            (0..n).map(|i| start + i as f64 * step).collect()
+        }
+        (None, None) => bail!("a range needs num (how many values) or step"),
+    };
+    Ok(values
+        .into_iter()
+        .map(|v| {
+            if integers && !log && v.fract() == 0.0 {
+                toml::Value::Integer(v as i64)
+            } else {
+                // Round away float noise such as 0.30000000000000004.
+                toml::Value::Float(format!("{v:.12e}").parse().expect("formatted float parses"))
+            }
+        })
+        .collect())
+}
+
+/// Equal as config values: 1 and 1.0 match.
+fn same(a: &toml::Value, b: &toml::Value) -> bool {
+    match (a, b) {
+        (toml::Value::Integer(x), toml::Value::Float(y))
+        | (toml::Value::Float(y), toml::Value::Integer(x)) => *x as f64 == *y,
+        _ => a == b,
+    }
+}
+
+impl Grid {
+    pub fn load(file: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("reading grid file {}", file.display()))?;
+        let parsed: GridFile = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {}", file.display(), e.to_string().trim_end()))?;
+        let known = known_keys();
+        if parsed.base.is_some() && parsed.spec.is_some() {
+            bail!(
+                "{}: give either `base = \"file.toml\"` or an inline [spec], not both",
+                file.display()
+            );
+        }
+        let base = parsed
+            .base
+            .map(|b| file.parent().unwrap_or(Path::new(".")).join(b));
+        if let Some(base) = &base {
+            if !base.is_file() {
+                return Err(at(
+                    file,
+                    &["base"],
+                    format!("base spec {} does not exist", base.display()),
+                ));
+            }
+        }
+        // Axes: each [sweep] key alone, each [[zip]] group together.
+        let mut axes: Vec<(Vec<String>, Vec<Vec<toml::Value>>)> = Vec::new();
+        for (key, value) in &parsed.sweep {
+            check_key(file, "sweep", key, &known)?;
+            let values = values_of(file, "sweep", key, value)?;
+            axes.push((
+                vec![key.clone()],
+                values.into_iter().map(|v| vec![v]).collect(),
+            ));
+        }
+        for (g, group) in parsed.zip.iter().enumerate() {
+            let mut columns = Vec::new();
+            for (key, value) in group {
+                check_key(file, "zip", key, &known)?;
+                if parsed.sweep.contains_key(key) {
+                    bail!(
+                        "{}: `{key}` is both in [sweep] and in [[zip]] number {}",
+                        file.display(),
+                        g + 1
+                    );
+                }
+                columns.push((key.clone(), values_of(file, "zip", key, value)?));
+            }
+            if columns.is_empty() {
+                bail!("{}: [[zip]] number {} is empty", file.display(), g + 1);
+            }
+            let len = columns[0].1.len();
+            if let Some((key, values)) = columns.iter().find(|(_, v)| v.len() != len) {
+                bail!(
+                    "{}: [[zip]] number {}: `{}` has {} values but `{key}` has {}; zipped lists must have equal lengths",
+                    file.display(),
+                    g + 1,
+                    columns[0].0,
+                    len,
+                    values.len()
+                );
+            }
+            let keys = columns.iter().map(|(k, _)| k.clone()).collect();
+            let rows = (0..len)
+                .map(|i| columns.iter().map(|(_, v)| v[i].clone()).collect())
+                .collect();
+            axes.push((keys, rows));
+        }
+        axes.sort_by(|a, b| a.0.cmp(&b.0));
+        for (what, entries) in [("exclude", &parsed.exclude), ("include", &parsed.include)] {
+            for entry in entries {
+                for key in entry.keys() {
+                    check_key(file, what, key, &known)?;
+                }
+            }
+        }
+        let mut points = vec![Point {
+            values: BTreeMap::new(),
+        }];
+        for (keys, rows) in &axes {
+            let mut next = Vec::with_capacity(points.len() * rows.len());
+            for point in &points {
+                for row in rows {
+                    let mut values = point.values.clone();
+                    for (k, v) in keys.iter().zip(row) {
+                        values.insert(k.clone(), v.clone());
+                    }
+                    next.push(Point { values });
+                }
+            }
+            points = next;
+        }
+        points.retain(|p| {
+            !parsed.exclude.iter().any(|ex| {
+                ex.iter()
+                    .all(|(k, v)| p.values.get(k).is_some_and(|pv| same(pv, v)))
+            })
+        });
+        for inc in &parsed.include {
+            let point = Point {
+                values: inc.clone().into_iter().collect(),
+            };
+            if !points.contains(&point) {
+                points.push(point);
+            }
+        }
+        let name = parsed
+            .name
+            .or_else(|| file.file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "sweep".into());
+        Ok(Grid {
+            file: file.to_path_buf(),
+            name,
+            base,
+            spec: parsed.spec,
+            points,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn floats(v: &[toml::Value]) -> Vec<f64> {
+        v.iter()
+            .map(|x| x.as_float().or(x.as_integer().map(|i| i as f64)).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn ranges_expand_linear_log_and_stepped() {
+        let t: toml::Table = toml::from_str("start = 0\nstop = 1\nnum = 3").unwrap();
+        assert_eq!(floats(&expand_range(&t).unwrap()), vec![0.0, 0.5, 1.0]);
+        let t: toml::Table =
+            toml::from_str("start = 1e-3\nstop = 1e-1\nnum = 3\nlog = true").unwrap();
+        assert_eq!(floats(&expand_range(&t).unwrap()), vec![1e-3, 1e-2, 1e-1]);
+        let t: toml::Table = toml::from_str("start = 0\nstop = 4\nstep = 2").unwrap();
+        assert_eq!(
+            expand_range(&t).unwrap(),
+            vec![
+                toml::Value::Integer(0),
+                toml::Value::Integer(2),
+                toml::Value::Integer(4)
+            ]
+        );
+        let t: toml::Table = toml::from_str("start = 0.1\nstop = 0.3\nstep = 0.1").unwrap();
+        assert_eq!(floats(&expand_range(&t).unwrap()), vec![0.1, 0.2, 0.3]);
+        for bad in [
+            "start = 0\nstop = 1",
+            "start = 1\nstop = 0\nstep = 1",
+            "start = 0\nstop = 1\nnum = 0",
+            "start = 0\nstop = 1\nnum = 2\nlog = true",
+            "stop = 1\nnum = 2",
+        ] {
+            let t: toml::Table = toml::from_str(bad).unwrap();
+            assert!(expand_range(&t).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn slug_is_readable_and_safe() {
+        let mut values = BTreeMap::new();
+        values.insert(
+            "model.activation".to_string(),
+            toml::Value::String("relu".into()),
+        );
+        values.insert("train.lr".to_string(), toml::Value::Float(0.01));
+        values.insert("data.dir".to_string(), toml::Value::String("a/b c".into()));
+        assert_eq!(Point { values }.slug(), "dir=a_b_c,activation=relu,lr=0.01");
+    }
+}
