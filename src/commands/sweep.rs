@@ -78,6 +78,20 @@ pub fn execute(args: &SweepArgs) -> Result<i32> {
             run.run_id(),
             run.point.describe()
         );
+        // Finished runs need no data: say so without loading it. (run_one
+        // checks again under the run's lock before it trains anything.)
+        match run.status().as_str() {
+            "completed" => {
+                println!("  skipped: already completed");
+                continue;
+            }
+            "failed" if !args.retry_failed => {
+                let reason = run.run_dir.read_summary().ok().and_then(|s| s.reason).unwrap_or_default();
+                println!("  skipped: failed earlier ({reason}); --retry-failed reruns it");
+                continue;
+            }
+            _ => {}
+        }
         let key = serde_json::to_string(&run.config.data)?;
         if !datasets.contains_key(&key) {
             let data = data::load(&run.config.data).context("loading the dataset")?;
@@ -117,6 +131,7 @@ pub fn execute(args: &SweepArgs) -> Result<i32> {
             return Ok(super::run::EXIT_INTERRUPTED);
         }
     }
+    sweep::write_record(&grid, &runs, &args.results_dir)?;
     let mut counts: HashMap<String, usize> = HashMap::new();
     for r in &mine {
         let status = r.status();
