@@ -367,3 +367,53 @@ fn malformed_grids_are_clear_errors() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+#[test]
+fn ctrl_c_stops_cleanly_with_130_and_the_rerun_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("intr.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "name = \"intr\"\n[spec.data]\ndir = \"{}\"\ndownload = false\nlimit_train = 8000\nlimit_test = 300\n[spec.train]\nepochs = 3\nlr = 0.01\n[sweep]\n\"train.seed\" = [3]\n",
+            mnist_dir().display()
+        ),
+    )
+    .unwrap();
+    let results = tmp.path().join("results");
+    let id = listed_ids(&sweep(&path, &results, &["--list"])).remove(0);
+    let run = results.join("intr").join(&id);
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("runner"))
+        .arg("sweep")
+        .arg(&path)
+        .arg("--results-dir")
+        .arg(&results)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while rows_len(&run) < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "first epoch never finished"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: sending SIGINT to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    let summary = read_json(&run.join("summary.json"));
+    assert_eq!(summary["status"], "interrupted");
+    assert!(run.join("state.safetensors").is_file());
+    let out = sweep(&path, &results, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("resuming"), "{}", stderr(&out));
+    let epochs: Vec<String> = rows_without_timings(&run)
+        .iter()
+        .skip(1)
+        .map(|r| r.split(',').next().unwrap().to_string())
+        .collect();
+    assert_eq!(epochs, vec!["1", "2", "3"]);
+}

@@ -86,7 +86,12 @@ pub fn execute(args: &SweepArgs) -> Result<i32> {
                 continue;
             }
             "failed" if !args.retry_failed => {
-                let reason = run.run_dir.read_summary().ok().and_then(|s| s.reason).unwrap_or_default();
+                let reason = run
+                    .run_dir
+                    .read_summary()
+                    .ok()
+                    .and_then(|s| s.reason)
+                    .unwrap_or_default();
                 println!("  skipped: failed earlier ({reason}); --retry-failed reruns it");
                 continue;
             }
