@@ -22,6 +22,10 @@ pub enum Command {
     /// Run a grid of configurations in sequence, skipping finished runs and
     /// resuming interrupted ones.
     Sweep(SweepArgs),
+    /// Compare the runs under a folder: a table (or markdown, CSV, JSON) and figures.
+    Report(ReportArgs),
+    /// Predict digits with a run's best checkpoint: the first test images, or PNG files.
+    Predict(PredictArgs),
     /// Report test loss and accuracy of a run's best checkpoint, or of any
     /// LeNet-5 checkpoint in safetensors with PyTorch's parameter names.
     Eval(EvalArgs),
@@ -120,4 +124,50 @@ pub struct SweepArgs {
     /// Train again the runs whose last attempt failed.
     #[arg(long)]
     pub retry_failed: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A results folder (or any folder below one); every run folder under it is read.
+    #[arg(default_value = "results")]
+    pub path: PathBuf,
+    /// Group runs into rows by these keys (comma-separated), with mean ± std over each
+    /// group; `none` shows every run on its own row. Default: every key that differs
+    /// between the runs except train.seed.
+    #[arg(long, value_name = "KEYS|none")]
+    pub group_by: Option<String>,
+    /// Output format on stdout.
+    #[arg(long, default_value = "table", value_parser = ["table", "markdown", "csv", "json"])]
+    pub format: String,
+    /// Sort by best_val_acc (default), final_val_acc, best_epoch, epochs, wall_seconds,
+    /// images_per_sec (largest first), or a shown column such as train.lr (ascending).
+    #[arg(long, value_name = "KEY")]
+    pub sort: Option<String>,
+    /// Keep only runs with KEY=VALUE (a config key, or status); repeatable.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub filter: Vec<String>,
+    /// Show only the first N rows.
+    #[arg(long, value_name = "N")]
+    pub top: Option<usize>,
+    /// Also write report.md and the figures (PNG and SVG) into DIR.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// A run folder (its config.toml and best.safetensors are used).
+    pub run_dir: PathBuf,
+    /// How many test images, from the first.
+    #[arg(long, default_value_t = 20)]
+    pub count: usize,
+    /// Predict these PNG files instead (a folder of them, sorted by name): grey
+    /// or colour, any size (scaled to 28x28); dark digits on light paper are inverted.
+    #[arg(long, value_name = "DIR")]
+    pub images: Option<PathBuf>,
+    /// Draw the images with labels and predictions into this PNG (an SVG goes beside it).
+    #[arg(long, value_name = "FILE.png")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub overrides: Overrides,
 }

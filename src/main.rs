@@ -25,6 +25,8 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Run(args) => commands::run::execute(args),
         Command::Sweep(args) => commands::sweep::execute(args),
+        Command::Report(args) => commands::report::execute(args),
+        Command::Predict(args) => commands::predict::execute(args),
         Command::Eval(args) => commands::eval::execute(args),
         Command::Bench(args) => commands::bench::execute(args),
         Command::Defaults => {

@@ -3,6 +3,8 @@
 
 pub mod bench;
 pub mod eval;
+pub mod predict;
+pub mod report;
 pub mod run;
 pub mod sweep;
 

@@ -1,0 +1,453 @@
+//! Figures with plotters, each drawn once per backend: PNG and SVG.
+//! Text uses DejaVu Sans compiled into the binary, so no system fonts are needed.
+
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+
+use anyhow::{anyhow, Result};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+use plotters::style::FontStyle;
+
+use super::{Report, Row};
+
+static FONT: Once = Once::new();
+
+fn register_font() {
+    FONT.call_once(|| {
+        let bytes: &'static [u8] = include_bytes!("../../assets/DejaVuSans.ttf");
+        // Only fails on a malformed font, which the tests would catch.
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, bytes);
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Bold, bytes);
+    });
+}
+
+fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+    anyhow!("drawing failed: {e:?}")
+}
+
+/// Something drawn the same way on any plotters backend.
+trait Figure {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()>;
+}
+
+/// Draws `figure` into `<base>.png` and `<base>.svg`; returns both paths.
+fn both(base: &Path, size: (u32, u32), figure: &impl Figure) -> Result<Vec<PathBuf>> {
+    register_font();
+    let png = base.with_extension("png");
+    let svg = base.with_extension("svg");
+    // Drawn to temporary names, then renamed: no half-written figure is ever seen.
+    let tmp = |p: &Path| {
+        p.with_file_name(format!(
+            ".tmp-{}",
+            p.file_name().unwrap_or_default().to_string_lossy()
+        ))
+    };
+    let (tmp_png, tmp_svg) = (tmp(&png), tmp(&svg));
+    {
+        let root = BitMapBackend::new(&tmp_png, size).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        figure.draw(&root)?;
+        root.present().map_err(err)?;
+    }
+    {
+        let root = SVGBackend::new(&tmp_svg, size).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        figure.draw(&root)?;
+        root.present().map_err(err)?;
+    }
+    for path in [&png, &svg] {
+        std::fs::rename(tmp(path), path).map_err(|e| anyhow!("writing {}: {e}", path.display()))?;
+    }
+    Ok(vec![png, svg])
+}
+
+/// A short label for a row: its column values.
+pub fn row_label(report: &Report, row: &Row) -> String {
+    if report.columns.is_empty() {
+        return "all runs".into();
+    }
+    let titles = super::format::titles(&report.columns);
+    report
+        .columns
+        .iter()
+        .zip(titles)
+        .map(|(c, t)| format!("{t}={}", row.values[c]))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn color(i: usize) -> RGBColor {
+    const COLORS: [RGBColor; 10] = [
+        RGBColor(31, 119, 180),
+        RGBColor(255, 127, 14),
+        RGBColor(44, 160, 44),
+        RGBColor(214, 39, 40),
+        RGBColor(148, 103, 189),
+        RGBColor(140, 86, 75),
+        RGBColor(227, 119, 194),
+        RGBColor(127, 127, 127),
+        RGBColor(188, 189, 34),
+        RGBColor(23, 190, 207),
+    ];
+    COLORS[i % COLORS.len()]
+}
+
+/// Per epoch, the mean over a row's runs of `pick(metrics)`.
+fn curve(
+    report: &Report,
+    row: &Row,
+    pick: fn(&crate::results::EpochMetrics) -> f64,
+) -> Vec<(f64, f64)> {
+    let epochs = row
+        .members
+        .iter()
+        .map(|&i| report.runs[i].metrics.len())
+        .max()
+        .unwrap_or(0);
+    (0..epochs)
+        .filter_map(|e| {
+            let vals: Vec<f64> = row
+                .members
+                .iter()
+                .filter_map(|&i| report.runs[i].metrics.get(e).map(pick))
+                .collect();
+            (!vals.is_empty())
+                .then(|| ((e + 1) as f64, vals.iter().sum::<f64>() / vals.len() as f64))
+        })
+        .collect()
+}
+
+/// At most this many rows get a line: more would be unreadable.
+const MAX_CURVES: usize = 10;
+
+/// Validation accuracy and loss per epoch, one line per row (mean over its runs).
+pub fn learning_curves(report: &Report, base: &Path) -> Result<Vec<PathBuf>> {
+    let rows: Vec<&Row> = report.rows.iter().take(MAX_CURVES).collect();
+    both(base, (1200, 480), &Curves { report, rows })
+}
+
+struct Curves<'a> {
+    report: &'a Report,
+    rows: Vec<&'a Row>,
+}
+
+impl Figure for Curves<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
+        curves_on(self.report, &self.rows, root)
+    }
+}
+
+fn curves_on<DB: DrawingBackend>(
+    report: &Report,
+    rows: &[&Row],
+    root: &DrawingArea<DB, Shift>,
+) -> Result<()> {
+    let panels = root.split_evenly((1, 2));
+    let metrics: [(&str, fn(&crate::results::EpochMetrics) -> f64); 2] = [
+        ("validation accuracy", |m| m.val_acc),
+        ("validation loss", |m| m.val_loss),
+    ];
+    for (panel, (title, pick)) in panels.iter().zip(metrics) {
+        let series: Vec<Vec<(f64, f64)>> = rows.iter().map(|r| curve(report, r, pick)).collect();
+        let points = series.iter().flatten();
+        let max_epoch = points.clone().map(|p| p.0).fold(1.0, f64::max);
+        let (lo, hi) = points.fold((f64::MAX, f64::MIN), |(lo, hi), p| {
+            (lo.min(p.1), hi.max(p.1))
+        });
+        let (lo, hi) = if lo > hi { (0.0, 1.0) } else { (lo, hi) };
+        let pad = ((hi - lo) * 0.05).max(1e-3);
+        let mut chart = ChartBuilder::on(panel)
+            .caption(title, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(56)
+            .build_cartesian_2d(1.0..max_epoch.max(2.0), (lo - pad)..(hi + pad))
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .label_style(("sans-serif", 13))
+            .draw()
+            .map_err(err)?;
+        for (i, (row, points)) in rows.iter().zip(&series).enumerate() {
+            let c = color(i);
+            chart
+                .draw_series(LineSeries::new(points.iter().cloned(), c.stroke_width(2)))
+                .map_err(err)?
+                .label(row_label(report, row))
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2))
+                });
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 12))
+            .draw()
+            .map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Best validation accuracy per row, with ± std error bars.
+pub fn best_accuracy_bars(report: &Report, base: &Path) -> Result<Vec<PathBuf>> {
+    let rows: Vec<&Row> = report
+        .rows
+        .iter()
+        .filter(|r| r.best_val_acc.mean.is_some())
+        .collect();
+    both(base, (900, 520), &Bars { report, rows })
+}
+
+struct Bars<'a> {
+    report: &'a Report,
+    rows: Vec<&'a Row>,
+}
+
+impl Figure for Bars<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
+        bars_on(self.report, &self.rows, root)
+    }
+}
+
+fn bars_on<DB: DrawingBackend>(
+    report: &Report,
+    rows: &[&Row],
+    root: &DrawingArea<DB, Shift>,
+) -> Result<()> {
+    let values: Vec<(f64, f64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.best_val_acc.mean.unwrap_or(0.0),
+                r.best_val_acc.std.unwrap_or(0.0),
+            )
+        })
+        .collect();
+    let lo = values.iter().map(|(m, s)| m - s).fold(1.0, f64::min);
+    let hi = values.iter().map(|(m, s)| m + s).fold(0.0, f64::max);
+    let pad = ((hi - lo) * 0.15).max(0.002);
+    let labels: Vec<String> = rows.iter().map(|r| row_label(report, r)).collect();
+    let n = rows.len().max(1);
+    let mut chart = ChartBuilder::on(root)
+        .caption(
+            "best validation accuracy (mean ± std over seeds)",
+            ("sans-serif", 20),
+        )
+        .margin(14)
+        .x_label_area_size(60)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0f64..n as f64, (lo - pad).max(0.0)..(hi + pad).min(1.0))
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(0)
+        .label_style(("sans-serif", 13))
+        .draw()
+        .map_err(err)?;
+    let floor = (lo - pad).max(0.0);
+    for (i, (mean, std)) in values.iter().enumerate() {
+        let x = i as f64;
+        chart
+            .draw_series(std::iter::once(Rectangle::new(
+                [(x + 0.15, floor), (x + 0.85, *mean)],
+                color(i).filled(),
+            )))
+            .map_err(err)?;
+        if *std > 0.0 {
+            chart
+                .draw_series(std::iter::once(ErrorBar::new_vertical(
+                    x + 0.5,
+                    mean - std,
+                    *mean,
+                    mean + std,
+                    BLACK.stroke_width(2),
+                    12,
+                )))
+                .map_err(err)?;
+        }
+        // The row's label under its bar, in pixels below the plot area.
+        let (px, py) = chart.backend_coord(&(x + 0.5, floor));
+        root.draw(&Text::new(labels[i].clone(), (px, py + 14), centered(13)))
+            .map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Confusion matrix: rows are true labels, columns predictions.
+pub fn confusion_matrix(
+    counts: &[[u32; 10]; 10],
+    title: &str,
+    base: &Path,
+) -> Result<Vec<PathBuf>> {
+    both(base, (620, 620), &Confusion { counts, title })
+}
+
+struct Confusion<'a> {
+    counts: &'a [[u32; 10]; 10],
+    title: &'a str,
+}
+
+impl Figure for Confusion<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
+        confusion_on(self.counts, self.title, root)
+    }
+}
+
+fn confusion_on<DB: DrawingBackend>(
+    counts: &[[u32; 10]; 10],
+    title: &str,
+    root: &DrawingArea<DB, Shift>,
+) -> Result<()> {
+    // Cell (true t, predicted p) spans x in p..p+1 and y in 9-t..10-t, so row 0 is on top.
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 18))
+        .margin(14)
+        .x_label_area_size(44)
+        .y_label_area_size(44)
+        .build_cartesian_2d(0f64..10f64, 0f64..10f64)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .x_labels(0)
+        .y_labels(0)
+        .x_desc("predicted")
+        .y_desc("true label")
+        .label_style(("sans-serif", 13))
+        .draw()
+        .map_err(err)?;
+    for (t, row) in counts.iter().enumerate() {
+        let total: u32 = row.iter().sum::<u32>().max(1);
+        let y = 9.0 - t as f64;
+        for (p, &count) in row.iter().enumerate() {
+            let share = count as f64 / total as f64;
+            let fill = if t == p {
+                RGBColor(
+                    255 - (share * 200.0) as u8,
+                    255 - (share * 90.0) as u8,
+                    255 - (share * 200.0) as u8,
+                )
+            } else {
+                let s = (share * 20.0).min(1.0);
+                RGBColor(255, 255 - (s * 180.0) as u8, 255 - (s * 180.0) as u8)
+            };
+            let x = p as f64;
+            chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(x, y), (x + 1.0, y + 1.0)],
+                    fill.filled(),
+                )))
+                .map_err(err)?;
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    count.to_string(),
+                    (x + 0.5, y + 0.5),
+                    centered(12),
+                )))
+                .map_err(err)?;
+        }
+        // Tick labels: the digit beside its row and under its column.
+        let (lx, ly) = chart.backend_coord(&(0.0, y + 0.5));
+        root.draw(&Text::new(t.to_string(), (lx - 12, ly), centered(13)))
+            .map_err(err)?;
+        let (bx, by) = chart.backend_coord(&(t as f64 + 0.5, 0.0));
+        root.draw(&Text::new(t.to_string(), (bx, by + 12), centered(13)))
+            .map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Text centred on its position.
+fn centered(size: u32) -> TextStyle<'static> {
+    ("sans-serif", size)
+        .into_font()
+        .color(&BLACK)
+        .pos(Pos::new(HPos::Center, VPos::Center))
+}
+
+/// One image cell of a prediction grid.
+pub struct Labelled<'a> {
+    /// 28x28 pixels in [0, 1].
+    pub pixels: &'a [f32],
+    /// The true label, when known.
+    pub label: Option<usize>,
+    pub predicted: usize,
+}
+
+pub const CELL: u32 = 112;
+const TITLE: u32 = 36;
+
+/// The seed's picture: images in a grid of `columns`, each titled with its
+/// label and the prediction; mistakes in red with a red frame.
+pub fn prediction_grid(items: &[Labelled], columns: usize, base: &Path) -> Result<Vec<PathBuf>> {
+    let columns = columns.max(1);
+    let rows = items.len().div_ceil(columns).max(1);
+    let size = (columns as u32 * CELL, rows as u32 * (CELL + TITLE));
+    both(base, size, &Grid { items, columns })
+}
+
+struct Grid<'a> {
+    items: &'a [Labelled<'a>],
+    columns: usize,
+}
+
+impl Figure for Grid<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
+        grid_on(self.items, self.columns, root)
+    }
+}
+
+fn grid_on<DB: DrawingBackend>(
+    items: &[Labelled],
+    columns: usize,
+    root: &DrawingArea<DB, Shift>,
+) -> Result<()> {
+    let scale = (CELL / 28) as i32;
+    for (i, item) in items.iter().enumerate() {
+        let (cx, cy) = (
+            (i % columns) as i32 * CELL as i32,
+            (i / columns) as i32 * (CELL + TITLE) as i32,
+        );
+        let wrong = item.label.is_some_and(|l| l != item.predicted);
+        let title = match item.label {
+            Some(l) => format!("{l}  pred: {}", item.predicted),
+            None => format!("pred: {}", item.predicted),
+        };
+        let colour = if wrong { RED } else { BLACK };
+        root.draw(&Text::new(
+            title,
+            (cx + 8, cy + 8),
+            ("sans-serif", 16).into_font().color(&colour),
+        ))
+        .map_err(err)?;
+        for y in 0..28 {
+            for x in 0..28 {
+                let v = (item.pixels[y * 28 + x].clamp(0.0, 1.0) * 255.0) as u8;
+                let (px, py) = (cx + x as i32 * scale, cy + TITLE as i32 + y as i32 * scale);
+                root.draw(&Rectangle::new(
+                    [(px, py), (px + scale, py + scale)],
+                    RGBColor(v, v, v).filled(),
+                ))
+                .map_err(err)?;
+            }
+        }
+        if wrong {
+            let top = cy + TITLE as i32;
+            root.draw(&Rectangle::new(
+                [
+                    (cx + 1, top + 1),
+                    (cx + CELL as i32 - 2, top + CELL as i32 - 2),
+                ],
+                RED.stroke_width(3),
+            ))
+            .map_err(err)?;
+        }
+    }
+    Ok(())
+}

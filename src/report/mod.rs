@@ -1,0 +1,452 @@
+//! `runner report`: find every run folder under a root, read what each one
+//! holds, and compare them: the parameters that differ, grouped over seeds
+//! with mean ± std, in several formats (`format/`) and figures (`figures`).
+
+pub mod figures;
+pub mod format;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use serde::Serialize;
+use walkdir::WalkDir;
+
+use crate::config::{flatten, RunConfig};
+use crate::results::{self, EpochMetrics, Status};
+
+/// Keys that do not decide results (see `RunConfig::result_hash`): never
+/// shown as differing columns.
+const IGNORED_KEYS: [&str; 5] = [
+    "data.dir",
+    "data.download",
+    "data.base_url",
+    "train.threads",
+    "name",
+];
+
+/// One run folder, read.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    pub dir: PathBuf,
+    pub run_id: String,
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub params: BTreeMap<String, String>,
+    #[serde(skip)]
+    pub config: RunConfig,
+    pub best_val_acc: Option<f64>,
+    pub final_val_acc: Option<f64>,
+    pub best_epoch: Option<usize>,
+    pub epochs_done: usize,
+    pub epochs_planned: usize,
+    pub wall_seconds: f64,
+    pub images_per_sec: Option<f64>,
+    #[serde(skip)]
+    pub metrics: Vec<EpochMetrics>,
+}
+
+/// A folder that looks like a run but cannot be read as one.
+#[derive(Debug, Clone, Serialize)]
+pub struct Broken {
+    pub dir: PathBuf,
+    pub problem: String,
+}
+
+/// Mean and sample standard deviation of the values present.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Stat {
+    pub mean: Option<f64>,
+    pub std: Option<f64>,
+    pub n: usize,
+}
+
+impl Stat {
+    pub fn of(values: impl IntoIterator<Item = f64>) -> Stat {
+        let v: Vec<f64> = values.into_iter().filter(|x| x.is_finite()).collect();
+        if v.is_empty() {
+            return Stat::default();
+        }
+        let n = v.len();
+        let mean = v.iter().sum::<f64>() / n as f64;
+        let std = if n > 1 {
+            Some((v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt())
+        } else {
+            None
+        };
+        Stat {
+            mean: Some(mean),
+            std,
+            n,
+        }
+    }
+}
+
+/// One line of the comparison: a run, or a group of runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// Values of the shown columns.
+    pub values: BTreeMap<String, String>,
+    /// Run ids in this row.
+    pub run_ids: Vec<String>,
+    /// e.g. "3 completed" or "2 completed, 1 failed".
+    pub status: String,
+    pub best_val_acc: Stat,
+    pub final_val_acc: Stat,
+    pub best_epoch: Stat,
+    pub epochs_done: usize,
+    pub epochs_planned: usize,
+    pub wall_seconds: Stat,
+    pub images_per_sec: Stat,
+    /// Indices into `Report::runs`.
+    #[serde(skip)]
+    pub members: Vec<usize>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub root: PathBuf,
+    /// Parameters with one value across every run shown.
+    pub common: BTreeMap<String, String>,
+    /// Parameters that differ: the columns.
+    pub columns: Vec<String>,
+    /// The keys rows are grouped by, when grouped.
+    pub group_by: Option<Vec<String>>,
+    pub rows: Vec<Row>,
+    pub broken: Vec<Broken>,
+    #[serde(skip)]
+    pub runs: Vec<RunRecord>,
+}
+
+/// How to shape the report.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// None: every differing key but the seed. Some(empty): no grouping.
+    pub group_by: Option<Vec<String>>,
+    pub sort: Option<String>,
+    pub filters: Vec<(String, String)>,
+    pub top: Option<usize>,
+}
+
+fn is_run_dir(dir: &Path) -> bool {
+    dir.join(results::SUMMARY_FILE).is_file() || dir.join(results::CONFIG_FILE).is_file()
+}
+
+/// Walks `root` for run folders (a folder with `summary.json` or
+/// `config.toml`; folders inside a run are not searched).
+pub fn discover(root: &Path) -> Result<(Vec<RunRecord>, Vec<Broken>)> {
+    if !root.is_dir() {
+        bail!("{} is not a folder", root.display());
+    }
+    let mut runs = Vec::new();
+    let mut broken = Vec::new();
+    let mut walker = WalkDir::new(root)
+        .follow_links(true)
+        .sort_by_file_name()
+        .into_iter();
+    while let Some(entry) = walker.next() {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                let dir = e
+                    .path()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|| root.to_path_buf());
+                broken.push(Broken {
+                    dir,
+                    problem: format!("cannot read: {e}"),
+                });
+                continue;
+            }
+        };
+        if !entry.file_type().is_dir() || !is_run_dir(entry.path()) {
+            continue;
+        }
+        walker.skip_current_dir();
+        match read_run(entry.path()) {
+            Ok(run) => runs.push(run),
+            Err(e) => broken.push(Broken {
+                dir: entry.path().to_path_buf(),
+                problem: format!("{e:#}"),
+            }),
+        }
+    }
+    Ok((runs, broken))
+}
+
+/// A run whose summary says "running" but whose lock nobody holds was
+/// killed: it is interrupted, and `runner run`/`sweep` will resume it.
+fn live_status(dir: &Path, status: Status) -> String {
+    if status == Status::Running {
+        let free = File::open(dir.join(results::LOCK_FILE))
+            .map(|f| f.try_lock().is_ok())
+            .unwrap_or(true);
+        if free {
+            return "interrupted".into();
+        }
+    }
+    crate::sweep::status_name(status).into()
+}
+
+fn file_name(dir: &Path, file: &str) -> String {
+    dir.join(file).display().to_string()
+}
+
+pub fn read_run(dir: &Path) -> Result<RunRecord> {
+    let config = results::read_config(&dir.join(results::CONFIG_FILE))?;
+    let summary = results::read_summary(&dir.join(results::SUMMARY_FILE))?;
+    let metrics_path = dir.join(results::METRICS_FILE);
+    let metrics = if metrics_path.is_file() {
+        results::read_metrics(&metrics_path)?
+    } else if summary.epochs_completed > 0 {
+        bail!("{} is missing", file_name(dir, results::METRICS_FILE));
+    } else {
+        Vec::new()
+    };
+    if metrics.len() < summary.epochs_completed {
+        bail!(
+            "{} has {} rows but summary.json says {} epochs completed",
+            file_name(dir, results::METRICS_FILE),
+            metrics.len(),
+            summary.epochs_completed
+        );
+    }
+    let images: Vec<f64> = metrics.iter().map(|m| m.train_images_per_sec).collect();
+    Ok(RunRecord {
+        dir: dir.to_path_buf(),
+        run_id: dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        status: live_status(dir, summary.status),
+        reason: summary.reason.clone(),
+        params: flatten(&config),
+        config,
+        best_val_acc: summary.best_val_acc,
+        final_val_acc: summary.final_val_acc,
+        best_epoch: summary.best_epoch,
+        epochs_done: summary.epochs_completed,
+        epochs_planned: summary.epochs_planned,
+        wall_seconds: summary.wall_seconds,
+        images_per_sec: Stat::of(images).mean,
+        metrics,
+    })
+}
+
+/// Numbers compare as numbers (`1e-2` matches `0.01`), the rest as text.
+fn matches(value: &str, wanted: &str) -> bool {
+    match (value.parse::<f64>(), wanted.parse::<f64>()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => value == wanted,
+    }
+}
+
+fn value_of(run: &RunRecord, key: &str) -> Option<String> {
+    match key {
+        "status" => Some(run.status.clone()),
+        "run_id" => Some(run.run_id.clone()),
+        _ => run.params.get(key).cloned(),
+    }
+}
+
+/// The metrics a row can be sorted by; larger first. Anything else is a
+/// parameter, sorted ascending.
+const METRIC_KEYS: [&str; 6] = [
+    "best_val_acc",
+    "final_val_acc",
+    "best_epoch",
+    "epochs",
+    "wall_seconds",
+    "images_per_sec",
+];
+
+impl Report {
+    pub fn build(root: &Path, options: &Options) -> Result<Report> {
+        let (mut runs, broken) = discover(root)?;
+        let known: BTreeSet<String> = runs.iter().flat_map(|r| r.params.keys().cloned()).collect();
+        for (key, _) in &options.filters {
+            if key != "status" && key != "run_id" && !known.contains(key) && !runs.is_empty() {
+                bail!("--filter {key}: no run has this key; keys look like model.activation (or status)");
+            }
+        }
+        runs.retain(|r| {
+            options
+                .filters
+                .iter()
+                .all(|(k, v)| value_of(r, k).is_some_and(|x| matches(&x, v)))
+        });
+        // Which parameters differ among the runs shown.
+        let mut distinct: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for run in &runs {
+            for (k, v) in &run.params {
+                distinct.entry(k.clone()).or_default().insert(v.clone());
+            }
+        }
+        let columns: Vec<String> = distinct
+            .iter()
+            .filter(|(k, values)| values.len() > 1 && !IGNORED_KEYS.contains(&k.as_str()))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let common: BTreeMap<String, String> = distinct
+            .iter()
+            .filter(|(k, values)| values.len() == 1 && !IGNORED_KEYS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.iter().next().cloned().unwrap_or_default()))
+            .collect();
+        let group_by = match &options.group_by {
+            Some(keys) if keys.is_empty() => None,
+            Some(keys) => {
+                for key in keys {
+                    if !known.contains(key) && !runs.is_empty() {
+                        bail!("--group-by {key}: no run has this key");
+                    }
+                }
+                Some(keys.clone())
+            }
+            None => Some(
+                columns
+                    .iter()
+                    .filter(|k| *k != "train.seed")
+                    .cloned()
+                    .collect(),
+            ),
+        };
+        let mut rows = match &group_by {
+            None => (0..runs.len())
+                .map(|i| row(&runs, vec![i], &columns))
+                .collect(),
+            Some(keys) => {
+                let mut groups: BTreeMap<Vec<String>, Vec<usize>> = BTreeMap::new();
+                for (i, run) in runs.iter().enumerate() {
+                    let key: Vec<String> = keys
+                        .iter()
+                        .map(|k| run.params.get(k).cloned().unwrap_or_default())
+                        .collect();
+                    groups.entry(key).or_default().push(i);
+                }
+                groups
+                    .into_values()
+                    .map(|members| row(&runs, members, keys))
+                    .collect::<Vec<Row>>()
+            }
+        };
+        sort_rows(&mut rows, options.sort.as_deref())?;
+        if let Some(top) = options.top {
+            rows.truncate(top);
+        }
+        let columns = group_by.clone().unwrap_or(columns);
+        Ok(Report {
+            root: root.to_path_buf(),
+            common,
+            columns,
+            group_by,
+            rows,
+            broken,
+            runs,
+        })
+    }
+
+    /// Runs of the best row, best run first.
+    pub fn best_run(&self) -> Option<&RunRecord> {
+        let row = self.rows.first()?;
+        row.members
+            .iter()
+            .map(|&i| &self.runs[i])
+            .filter(|r| r.dir.join(results::BEST_FILE).is_file())
+            .max_by(|a, b| {
+                a.best_val_acc
+                    .unwrap_or(f64::MIN)
+                    .total_cmp(&b.best_val_acc.unwrap_or(f64::MIN))
+            })
+    }
+}
+
+fn row(runs: &[RunRecord], members: Vec<usize>, columns: &[String]) -> Row {
+    let rs: Vec<&RunRecord> = members.iter().map(|&i| &runs[i]).collect();
+    let first = rs[0];
+    let values = columns
+        .iter()
+        .map(|c| (c.clone(), first.params.get(c).cloned().unwrap_or_default()))
+        .collect();
+    let mut statuses: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in &rs {
+        *statuses.entry(r.status.as_str()).or_default() += 1;
+    }
+    let status = if rs.len() == 1 {
+        first.status.clone()
+    } else {
+        statuses
+            .iter()
+            .map(|(s, n)| format!("{n} {s}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Row {
+        values,
+        run_ids: rs.iter().map(|r| r.run_id.clone()).collect(),
+        status,
+        best_val_acc: Stat::of(rs.iter().filter_map(|r| r.best_val_acc)),
+        final_val_acc: Stat::of(rs.iter().filter_map(|r| r.final_val_acc)),
+        best_epoch: Stat::of(rs.iter().filter_map(|r| r.best_epoch.map(|e| e as f64))),
+        epochs_done: rs.iter().map(|r| r.epochs_done).sum(),
+        epochs_planned: rs.iter().map(|r| r.epochs_planned).sum(),
+        wall_seconds: Stat::of(rs.iter().map(|r| r.wall_seconds)),
+        images_per_sec: Stat::of(rs.iter().filter_map(|r| r.images_per_sec)),
+        members,
+    }
+}
+
+fn sort_rows(rows: &mut [Row], key: Option<&str>) -> Result<()> {
+    let key = key.unwrap_or("best_val_acc");
+    let metric = |r: &Row| -> f64 {
+        let v = match key {
+            "best_val_acc" => r.best_val_acc.mean,
+            "final_val_acc" => r.final_val_acc.mean,
+            "best_epoch" => r.best_epoch.mean,
+            "epochs" => Some(r.epochs_done as f64),
+            "wall_seconds" => r.wall_seconds.mean,
+            _ => r.images_per_sec.mean,
+        };
+        v.unwrap_or(f64::NEG_INFINITY)
+    };
+    if METRIC_KEYS.contains(&key) {
+        rows.sort_by(|a, b| metric(b).total_cmp(&metric(a)));
+        return Ok(());
+    }
+    if rows.iter().any(|r| !r.values.contains_key(key)) {
+        bail!(
+            "--sort {key}: not a column; sort by one of {} or a column shown",
+            METRIC_KEYS.join(", ")
+        );
+    }
+    rows.sort_by(|a, b| {
+        let (x, y) = (&a.values[key], &b.values[key]);
+        match (x.parse::<f64>(), y.parse::<f64>()) {
+            (Ok(p), Ok(q)) => p.total_cmp(&q),
+            _ => x.cmp(y),
+        }
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_is_mean_and_sample_std() {
+        let s = Stat::of([1.0, 2.0, 3.0]);
+        assert_eq!(s.mean, Some(2.0));
+        assert_eq!(s.std, Some(1.0));
+        assert_eq!(Stat::of([5.0]).std, None);
+        assert_eq!(Stat::of([]).mean, None);
+    }
+
+    #[test]
+    fn filters_compare_numbers_as_numbers() {
+        assert!(matches("0.01", "1e-2"));
+        assert!(matches("relu", "relu"));
+        assert!(!matches("relu", "tanh"));
+    }
+}

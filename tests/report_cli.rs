@@ -1,0 +1,369 @@
+//! `runner report` and `runner predict` end to end: a results tree from real
+//! quick runs plus hand-broken run folders, every format, figures, predictions.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+
+/// 4 real runs (relu/tanh x seeds 0/1, 1 epoch) plus 3 broken folders.
+fn results_tree(tmp: &Path) -> PathBuf {
+    let grid = tmp.join("rep.toml");
+    std::fs::write(
+        &grid,
+        format!(
+            "name = \"rep\"\n[spec.data]\ndir = \"{}\"\ndownload = false\nlimit_train = 1000\nlimit_test = 300\n[spec.train]\nepochs = 2\nlr = 0.01\n[sweep]\n\"model.activation\" = [\"relu\", \"tanh\"]\n\"train.seed\" = [0, 1]\n",
+            mnist_dir().display()
+        ),
+    )
+    .unwrap();
+    let results = tmp.join("results");
+    let out = runner()
+        .arg("sweep")
+        .arg(&grid)
+        .arg("--results-dir")
+        .arg(&results)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let runs: Vec<PathBuf> = std::fs::read_dir(results.join("rep"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(runs.len(), 4);
+    // Broken copies of a good run.
+    let good = &runs[0];
+    let copy = |name: &str| {
+        let dir = results.join("broken").join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in ["config.toml", "summary.json", "metrics.csv"] {
+            std::fs::copy(good.join(f), dir.join(f)).unwrap();
+        }
+        dir
+    };
+    std::fs::write(copy("corrupt-summary").join("summary.json"), "{ not json").unwrap();
+    std::fs::write(
+        copy("bad-csv").join("metrics.csv"),
+        "epoch,lr\nnot,a,row,at,all\n",
+    )
+    .unwrap();
+    std::fs::remove_file(copy("no-config").join("config.toml")).unwrap();
+    results
+}
+
+/// Best val accuracies per activation, read straight from the summaries.
+fn best_by_activation(results: &Path) -> std::collections::BTreeMap<String, Vec<f64>> {
+    let mut out = std::collections::BTreeMap::<String, Vec<f64>>::new();
+    for run in std::fs::read_dir(results.join("rep"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+    {
+        let config: toml::Table =
+            toml::from_str(&std::fs::read_to_string(run.join("config.toml")).unwrap()).unwrap();
+        let act = config["model"]["activation"].as_str().unwrap().to_string();
+        out.entry(act).or_default().push(
+            read_json(&run.join("summary.json"))["best_val_acc"]
+                .as_f64()
+                .unwrap(),
+        );
+    }
+    out
+}
+
+fn mean_std(v: &[f64]) -> (f64, f64) {
+    let m = v.iter().sum::<f64>() / v.len() as f64;
+    let s = (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64).sqrt();
+    (m, s)
+}
+
+fn report(results: &Path, args: &[&str]) -> std::process::Output {
+    let out = runner()
+        .arg("report")
+        .arg(results)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    out
+}
+
+#[test]
+fn report_groups_seeds_in_every_format_and_lists_broken_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let results = results_tree(tmp.path());
+    let expected = best_by_activation(&results);
+
+    // JSON: groups by the only swept key but the seed; mean ± std recomputed here.
+    let json: serde_json::Value =
+        serde_json::from_slice(&report(&results, &["--format", "json"]).stdout).unwrap();
+    assert_eq!(json["group_by"], serde_json::json!(["model.activation"]));
+    assert_eq!(json["columns"], serde_json::json!(["model.activation"]));
+    assert_eq!(json["common"]["model.pooling"], "avg");
+    let rows = json["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for row in rows {
+        let act = row["values"]["model.activation"].as_str().unwrap();
+        let (m, s) = mean_std(&expected[act]);
+        assert!(
+            (row["best_val_acc"]["mean"].as_f64().unwrap() - m).abs() < 1e-12,
+            "{row}"
+        );
+        assert!(
+            (row["best_val_acc"]["std"].as_f64().unwrap() - s).abs() < 1e-12,
+            "{row}"
+        );
+        assert_eq!(row["best_val_acc"]["n"], 2);
+        assert_eq!(row["status"], "2 completed");
+    }
+    // Sorted by best accuracy, best first.
+    assert!(rows[0]["best_val_acc"]["mean"].as_f64() >= rows[1]["best_val_acc"]["mean"].as_f64());
+    let broken: Vec<String> = json["broken"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["dir"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(broken.len(), 3, "{broken:?}");
+
+    // Table: one line per group, the broken folders with their problem.
+    let table = stdout(&report(&results, &[]));
+    assert!(table.contains("grouped by model.activation"), "{table}");
+    let (m, s) = mean_std(&expected["relu"]);
+    assert!(table.contains(&format!("{m:.4} ± {s:.4}")), "{table}");
+    assert!(table.contains("3 broken run folders"), "{table}");
+    assert!(
+        table.contains("corrupt-summary") && table.contains("not a run summary"),
+        "{table}"
+    );
+    assert!(
+        table.contains("bad-csv") && table.contains("metrics.csv"),
+        "{table}"
+    );
+    assert!(
+        table.contains("no-config") && table.contains("config.toml"),
+        "{table}"
+    );
+
+    // CSV: parseable, the same numbers unrounded.
+    let csv_text = stdout(&report(&results, &["--format", "csv"]));
+    let mut reader = csv::Reader::from_reader(csv_text.as_bytes());
+    let headers = reader.headers().unwrap().clone();
+    let records: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
+    assert_eq!(records.len(), 2);
+    let col = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    for rec in &records {
+        let (m, s) = mean_std(&expected[&rec[col("model.activation")]]);
+        assert!((rec[col("best_val_acc_mean")].parse::<f64>().unwrap() - m).abs() < 1e-12);
+        assert!((rec[col("best_val_acc_std")].parse::<f64>().unwrap() - s).abs() < 1e-12);
+    }
+
+    // Markdown: a table with a header, a rule and two rows.
+    let md = stdout(&report(&results, &["--format", "markdown"]));
+    assert_eq!(md.lines().filter(|l| l.starts_with('|')).count(), 4, "{md}");
+
+    // No grouping: every run; filters; top; sort by a column.
+    let json: serde_json::Value = serde_json::from_slice(
+        &report(&results, &["--group-by", "none", "--format", "json"]).stdout,
+    )
+    .unwrap();
+    assert_eq!(json["rows"].as_array().unwrap().len(), 4);
+    assert_eq!(
+        json["columns"],
+        serde_json::json!(["model.activation", "train.seed"])
+    );
+    let json: serde_json::Value = serde_json::from_slice(
+        &report(
+            &results,
+            &[
+                "--group-by",
+                "none",
+                "--filter",
+                "model.activation=tanh",
+                "--format",
+                "json",
+            ],
+        )
+        .stdout,
+    )
+    .unwrap();
+    assert_eq!(json["rows"].as_array().unwrap().len(), 2);
+    let json: serde_json::Value = serde_json::from_slice(
+        &report(
+            &results,
+            &["--group-by", "none", "--top", "1", "--format", "json"],
+        )
+        .stdout,
+    )
+    .unwrap();
+    assert_eq!(json["rows"].as_array().unwrap().len(), 1);
+    let json: serde_json::Value = serde_json::from_slice(
+        &report(
+            &results,
+            &[
+                "--group-by",
+                "none",
+                "--sort",
+                "train.seed",
+                "--format",
+                "json",
+            ],
+        )
+        .stdout,
+    )
+    .unwrap();
+    let seeds: Vec<&str> = json["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["values"]["train.seed"].as_str().unwrap())
+        .collect();
+    assert_eq!(seeds, vec!["0", "0", "1", "1"]);
+
+    // Bad options are clear errors.
+    let out = runner()
+        .arg("report")
+        .arg(&results)
+        .args(["--sort", "colour"])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success() && stderr(&out).contains("--sort colour"),
+        "{}",
+        stderr(&out)
+    );
+    let out = runner()
+        .arg("report")
+        .arg(&results)
+        .args(["--filter", "model.colour=red"])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success() && stderr(&out).contains("model.colour"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn report_out_writes_markdown_and_decodable_figures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let results = results_tree(tmp.path());
+    let out_dir = tmp.path().join("report");
+    let out = runner()
+        .arg("report")
+        .arg(&results)
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let md = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
+    for fig in [
+        "curves.png",
+        "best_accuracy.png",
+        "confusion.png",
+        "predictions.png",
+    ] {
+        assert!(
+            md.contains(&format!("({fig})")),
+            "report.md does not embed {fig}"
+        );
+    }
+    for (name, size) in [
+        ("curves", (1200, 480)),
+        ("best_accuracy", (900, 520)),
+        ("confusion", (620, 620)),
+        ("predictions", (1120, 296)),
+    ] {
+        let img = image::open(out_dir.join(format!("{name}.png")))
+            .unwrap_or_else(|e| panic!("{name}.png: {e}"));
+        assert_eq!((img.width(), img.height()), size, "{name}.png");
+        let svg = std::fs::read_to_string(out_dir.join(format!("{name}.svg"))).unwrap();
+        assert!(
+            svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
+            "{name}.svg"
+        );
+    }
+    // The confusion matrix of the best run counts every test image once.
+    let svg = std::fs::read_to_string(out_dir.join("confusion.svg")).unwrap();
+    assert!(svg.contains("test acc"), "title with the accuracy");
+}
+
+#[test]
+fn predict_labels_test_images_and_png_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let results = results_tree(tmp.path());
+    let run = std::fs::read_dir(results.join("rep"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_dir())
+        .unwrap();
+    let grid_png = tmp.path().join("grid.png");
+    let out = runner()
+        .arg("predict")
+        .arg(&run)
+        .args(["--count", "5", "--out"])
+        .arg(&grid_png)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("test image"))
+        .collect();
+    assert_eq!(lines.len(), 5, "{text}");
+    assert!(
+        lines[0].starts_with("test image 0: label 7  predicted "),
+        "{text}"
+    );
+    assert!(text.contains("/5 correct"));
+    let img = image::open(&grid_png).unwrap();
+    assert_eq!((img.width(), img.height()), (5 * 112, 112 + 36));
+
+    // The same first test images as PNG files: as stored, scaled up, and inverted.
+    let data = runner::data::load(&runner::config::DataConfig {
+        dir: mnist_dir(),
+        download: false,
+        limit_train: Some(1),
+        limit_test: Some(3),
+        ..Default::default()
+    })
+    .unwrap();
+    let pngs = tmp.path().join("pngs");
+    std::fs::create_dir(&pngs).unwrap();
+    let img = |i: usize| {
+        image::GrayImage::from_raw(28, 28, data.test.pixels[i * 784..(i + 1) * 784].to_vec())
+            .unwrap()
+    };
+    img(0).save(pngs.join("a.png")).unwrap();
+    image::imageops::resize(&img(1), 56, 56, image::imageops::FilterType::Nearest)
+        .save(pngs.join("b.png"))
+        .unwrap();
+    let mut inverted = img(2);
+    image::imageops::invert(&mut inverted);
+    inverted.save(pngs.join("c.png")).unwrap();
+    let out = runner()
+        .arg("predict")
+        .arg(&run)
+        .arg("--images")
+        .arg(&pngs)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let from_files: Vec<String> = stdout(&out)
+        .lines()
+        .map(|l| l.split("predicted ").nth(1).unwrap()[..1].to_string())
+        .collect();
+    let from_test: Vec<String> = lines[..3]
+        .iter()
+        .map(|l| l.split("predicted ").nth(1).unwrap()[..1].to_string())
+        .collect();
+    assert_eq!(from_files, from_test, "{}", stdout(&out));
+    assert!(
+        stdout(&out).lines().all(|l| l.matches(' ').count() > 10),
+        "ten probabilities per file"
+    );
+}
