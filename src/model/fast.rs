@@ -21,18 +21,35 @@ fn add_into(dst: &mut [f32], src: &[f32]) {
     dst.iter_mut().zip(src).for_each(|(a, b)| *a += b);
 }
 
-/// `act(conv2d(x, w) + b)`, with `w` of shape `w_shape` = [O, C, K, K].
-/// `need_dx = false` skips the input gradient (for the first layer, whose
-/// input is data).
-pub fn conv2d<T: Tape<f32, Cpu>>(
+/// A convolution's inputs, copied out of their tensors for the kernels.
+struct ConvInputs {
+    d: ConvDims,
+    batch: usize,
+    x: Vec<f32>,
+    w: Vec<f32>,
+    b: Vec<f32>,
+}
+
+/// Runs `forward` on the convolution's inputs and puts its output on the
+/// tape; when the tape records, `backward(inputs, saved, dy)` later turns
+/// the output's gradient into the input, weight and bias gradients.
+#[allow(clippy::too_many_arguments)]
+fn conv_op<T, S, F, B>(
     x: Act4<Cpu, T>,
     w: &Param<Cpu>,
     b: &Param<Cpu>,
     w_shape: [usize; 4],
     pad: usize,
-    act: Act,
-    need_dx: bool,
-) -> Act4<Cpu, T> {
+    out_hw: impl Fn(&ConvDims) -> (usize, usize),
+    forward: F,
+    backward: B,
+) -> Act4<Cpu, T>
+where
+    T: Tape<f32, Cpu>,
+    S: 'static,
+    F: FnOnce(&ConvInputs) -> (Vec<f32>, S),
+    B: 'static + FnOnce(&ConvInputs, &S, &[f32]) -> kernels::ConvGrads,
+{
     let (batch, c, h, width) = *x.shape();
     let [o, wc, k, k2] = w_shape;
     assert_eq!(
@@ -52,15 +69,21 @@ pub fn conv2d<T: Tape<f32, Cpu>>(
     let x = x.reshape_like(&(batch, c, h, width));
     let dev = x.device().clone();
     let (x, mut tape) = x.split_tape();
-    let (xs, ws, bs) = (values(&x), values(w), values(b));
-    let y = kernels::conv_forward(&d, batch, &xs, &ws, &bs, act);
-    let saved_y = if T::OWNS_TAPE { y.clone() } else { Vec::new() };
-    let out = dev.tensor_from_vec(y, (batch, o, d.ho(), d.wo()));
+    let inputs = ConvInputs {
+        d,
+        batch,
+        x: values(&x),
+        w: values(w),
+        b: values(b),
+    };
+    let (y, saved) = forward(&inputs);
+    let (ho, wo) = out_hw(&d);
+    let out = dev.tensor_from_vec(y, (batch, o, ho, wo));
     if T::OWNS_TAPE {
         let (x_id, w_id, b_id, out_id) = (x.ghost(), w.ghost(), b.ghost(), out.ghost());
         tape.add_backward_op(move |grads| {
             let dy = grads.get_or_alloc_mut(&out_id)?.to_vec();
-            let g = kernels::conv_backward(&d, batch, &xs, &ws, &saved_y, &dy, act, need_dx);
+            let g = backward(&inputs, &saved, &dy);
             if let Some(dx) = g.dx {
                 add_into(grads.get_or_alloc_mut(&x_id)?, &dx);
             }
@@ -70,6 +93,35 @@ pub fn conv2d<T: Tape<f32, Cpu>>(
         });
     }
     out.put_tape(tape)
+}
+
+/// `act(conv2d(x, w) + b)`, with `w` of shape `w_shape` = [O, C, K, K].
+/// `need_dx = false` skips the input gradient (for the first layer, whose
+/// input is data).
+pub fn conv2d<T: Tape<f32, Cpu>>(
+    x: Act4<Cpu, T>,
+    w: &Param<Cpu>,
+    b: &Param<Cpu>,
+    w_shape: [usize; 4],
+    pad: usize,
+    act: Act,
+    need_dx: bool,
+) -> Act4<Cpu, T> {
+    conv_op(
+        x,
+        w,
+        b,
+        w_shape,
+        pad,
+        |d| (d.ho(), d.wo()),
+        |i| {
+            let y = kernels::conv_forward(&i.d, i.batch, &i.x, &i.w, &i.b, act);
+            // The output is what the activation's derivative needs.
+            let saved = if T::OWNS_TAPE { y.clone() } else { Vec::new() };
+            (y, saved)
+        },
+        move |i, y, dy| kernels::conv_backward(&i.d, i.batch, &i.x, &i.w, y, dy, act, need_dx),
+    )
 }
 
 /// `pool(act(conv2d(x, w) + b))` as one op: the pre-pool activations stay
@@ -85,42 +137,18 @@ pub fn conv_pool2d<T: Tape<f32, Cpu>>(
     pool: Pool,
     need_dx: bool,
 ) -> Act4<Cpu, T> {
-    let (batch, c, h, width) = *x.shape();
-    let [o, wc, k, k2] = w_shape;
-    assert_eq!(
-        (c, k),
-        (wc, k2),
-        "conv2d: input has {c} channels, weights {w_shape:?}"
-    );
-    let d = ConvDims {
-        c,
-        h,
-        w: width,
-        o,
-        k,
+    conv_op(
+        x,
+        w,
+        b,
+        w_shape,
         pad,
-    };
-    let x = x.reshape_like(&(batch, c, h, width));
-    let dev = x.device().clone();
-    let (x, mut tape) = x.split_tape();
-    let (xs, ws, bs) = (values(&x), values(w), values(b));
-    let (y, saved) = kernels::conv_pool_forward(&d, batch, &xs, &ws, &bs, act, pool, T::OWNS_TAPE);
-    let out = dev.tensor_from_vec(y, (batch, o, d.ho() / 2, d.wo() / 2));
-    if T::OWNS_TAPE {
-        let (x_id, w_id, b_id, out_id) = (x.ghost(), w.ghost(), b.ghost(), out.ghost());
-        tape.add_backward_op(move |grads| {
-            let dy = grads.get_or_alloc_mut(&out_id)?.to_vec();
-            let g =
-                kernels::conv_pool_backward(&d, batch, &xs, &ws, &saved, &dy, act, pool, need_dx);
-            if let Some(dx) = g.dx {
-                add_into(grads.get_or_alloc_mut(&x_id)?, &dx);
-            }
-            add_into(grads.get_or_alloc_mut(&w_id)?, &g.dw);
-            add_into(grads.get_or_alloc_mut(&b_id)?, &g.db);
-            Ok(())
-        });
-    }
-    out.put_tape(tape)
+        |d| (d.ho() / 2, d.wo() / 2),
+        |i| kernels::conv_pool_forward(&i.d, i.batch, &i.x, &i.w, &i.b, act, pool, T::OWNS_TAPE),
+        move |i, saved, dy| {
+            kernels::conv_pool_backward(&i.d, i.batch, &i.x, &i.w, saved, dy, act, pool, need_dx)
+        },
+    )
 }
 
 /// 2x2, stride 2 pooling.
