@@ -4,13 +4,16 @@
 //! written here loads in PyTorch with `safetensors.torch.load_file`, and a
 //! file exported from PyTorch loads here.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use crate::results::write_atomic;
+
+/// The safetensors header entry that holds runner's metadata.
+pub const METADATA_KEY: &str = "runner";
 
 /// Named f32 tensors: (name, shape, row-major values).
 #[derive(Debug, Clone, PartialEq)]
@@ -19,7 +22,11 @@ pub struct Weights {
 }
 
 impl Weights {
-    pub fn to_safetensors(&self, metadata: HashMap<String, String>) -> Result<Vec<u8>> {
+    /// Serializes with `metadata` as one header entry, "runner", holding a
+    /// JSON object: the safetensors header keeps metadata in a HashMap whose
+    /// order changes from run to run, and one entry keeps the bytes of the
+    /// same weights the same.
+    pub fn to_safetensors(&self, metadata: &BTreeMap<String, String>) -> Result<Vec<u8>> {
         let bytes: Vec<Vec<u8>> = self
             .tensors
             .iter()
@@ -36,7 +43,9 @@ impl Weights {
                 ))
             })
             .collect::<Result<_>>()?;
-        Ok(safetensors::serialize(views, &Some(metadata))?)
+        let mut header = HashMap::new();
+        header.insert(METADATA_KEY.to_string(), serde_json::to_string(metadata)?);
+        Ok(safetensors::serialize(views, &Some(header))?)
     }
 
     pub fn from_safetensors(file: &str, bytes: &[u8]) -> Result<Self> {
@@ -67,7 +76,7 @@ impl Weights {
         Ok(Weights { tensors })
     }
 
-    pub fn save(&self, path: &Path, metadata: HashMap<String, String>) -> Result<()> {
+    pub fn save(&self, path: &Path, metadata: &BTreeMap<String, String>) -> Result<()> {
         write_atomic(path, &self.to_safetensors(metadata)?)
     }
 
@@ -103,7 +112,7 @@ impl TrainState {
                 tensors.push((format!("{prefix}.{name}"), shape.clone(), values.clone()));
             }
         }
-        let mut meta = HashMap::new();
+        let mut meta = BTreeMap::new();
         meta.insert("epochs_done".to_string(), self.epochs_done.to_string());
         if let (Some(e), Some(a)) = (self.best_epoch, self.best_val_acc) {
             meta.insert("best_epoch".to_string(), e.to_string());
@@ -111,7 +120,7 @@ impl TrainState {
             meta.insert("best_val_acc_bits".to_string(), a.to_bits().to_string());
         }
         meta.insert("config_hash".to_string(), config_hash.to_string());
-        Weights { tensors }.save(path, meta)
+        Weights { tensors }.save(path, &meta)
     }
 
     /// Reads a state saved by `save`, checking it belongs to `config_hash`.
@@ -120,7 +129,12 @@ impl TrainState {
         let bytes = std::fs::read(path).with_context(|| format!("reading {file}"))?;
         let (_, header) =
             SafeTensors::read_metadata(&bytes).map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
-        let meta = header.metadata().clone().unwrap_or_default();
+        let meta: BTreeMap<String, String> = header
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get(METADATA_KEY))
+            .and_then(|json| serde_json::from_str(json).ok())
+            .unwrap_or_default();
         let get = |key: &str| meta.get(key).cloned();
         if get("config_hash").as_deref() != Some(config_hash) {
             bail!("{file} belongs to another config");

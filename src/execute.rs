@@ -3,7 +3,7 @@
 //! an interrupted one from its last finished epoch, train, and keep every
 //! file true at every moment (see `results` for the files).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::time::Instant;
 
@@ -316,11 +316,11 @@ impl Observer for Recorder<'_> {
         // rows, then the state that says this epoch is done. A rerun resumes
         // from the state and drops rows past it, so nothing is lost or doubled.
         if let Some(weights) = best {
-            let mut meta = HashMap::new();
+            let mut meta = BTreeMap::new();
             meta.insert("epoch".to_string(), m.epoch.to_string());
             meta.insert("val_acc".to_string(), m.val_acc.to_string());
             meta.insert("config_hash".to_string(), self.summary.config_hash.clone());
-            weights.save(&self.run_dir.file(results::BEST_FILE), meta)?;
+            weights.save(&self.run_dir.file(results::BEST_FILE), &meta)?;
             self.summary.best_epoch = Some(m.epoch);
             self.summary.best_val_acc = Some(m.val_acc);
         }

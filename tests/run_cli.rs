@@ -146,6 +146,7 @@ fn same_seed_gives_identical_metrics_whatever_the_thread_count() {
     let tmp = tempfile::tempdir().unwrap();
     let spec = quick_spec(tmp.path(), "repro", "");
     let mut runs = Vec::new();
+    let mut checkpoints = Vec::new();
     for (i, threads) in ["1", "2", "2"].iter().enumerate() {
         let results = tmp.path().join(format!("r{i}"));
         let out = runner()
@@ -165,8 +166,18 @@ fn same_seed_gives_identical_metrics_whatever_the_thread_count() {
             .unwrap();
         assert!(out.status.success(), "{}", stderr(&out));
         runs.push(metrics_without_timings(&only_run_dir(&results, "repro")));
+        checkpoints
+            .push(std::fs::read(only_run_dir(&results, "repro").join("best.safetensors")).unwrap());
     }
     assert_eq!(runs[0], runs[1], "1 thread vs 2 threads");
+    assert_eq!(
+        checkpoints[0], checkpoints[1],
+        "checkpoints byte for byte, 1 vs 2 threads"
+    );
+    assert_eq!(
+        checkpoints[1], checkpoints[2],
+        "checkpoints byte for byte, two runs"
+    );
     assert_eq!(runs[1], runs[2], "two runs with 2 threads");
     // A different seed really changes them (the comparison above can fail).
     let results = tmp.path().join("other-seed");
