@@ -33,7 +33,7 @@ impl Act {
             Act::Identity => {}
             Act::Sigmoid => sigmoid_in_place(v),
             Act::Relu => relu_in_place(v),
-            Act::Tanh => v.iter_mut().for_each(|x| *x = x.tanh()),
+            Act::Tanh => tanh_in_place(v),
         }
     }
 
@@ -74,6 +74,14 @@ pub fn exp_f32(x: f32) -> f32 {
 #[multiversion::multiversion(targets = "simd")]
 fn sigmoid_in_place(v: &mut [f32]) {
     v.iter_mut().for_each(|x| *x = 1.0 / (1.0 + exp_f32(-*x)));
+}
+
+/// tanh(x) = 1 - 2 / (e^2x + 1), with the vectorizable exp: absolute error
+/// about 1e-7 (libm's tanhf is a call per element and halved the speed).
+#[multiversion::multiversion(targets = "simd")]
+fn tanh_in_place(v: &mut [f32]) {
+    v.iter_mut()
+        .for_each(|x| *x = 1.0 - 2.0 / (exp_f32(2.0 * *x) + 1.0));
 }
 
 #[multiversion::multiversion(targets = "simd")]
@@ -944,6 +952,15 @@ mod tests {
         for (got, want) in v.iter().zip(exact) {
             assert!((*got as f64 - want).abs() < 1e-6, "{got} vs {want}");
         }
+        let mut t: Vec<f32> = (-2000..2000).map(|i| i as f32 * 0.005).collect();
+        let exact: Vec<f64> = t.iter().map(|&x| (x as f64).tanh()).collect();
+        Act::Tanh.apply(&mut t);
+        for (got, want) in t.iter().zip(exact) {
+            assert!((*got as f64 - want).abs() < 5e-7, "tanh {got} vs {want}");
+        }
+        let mut ends = vec![-1e4f32, 1e4, f32::MIN, f32::MAX];
+        Act::Tanh.apply(&mut ends);
+        assert_eq!(ends, vec![-1.0, 1.0, -1.0, 1.0]);
         let mut extreme = vec![-1e4f32, 1e4, f32::MIN, f32::MAX];
         Act::Sigmoid.apply(&mut extreme);
         assert!(

@@ -231,7 +231,25 @@ fn bars_on<DB: DrawingBackend>(
     let lo = values.iter().map(|(m, s)| m - s).fold(1.0, f64::min);
     let hi = values.iter().map(|(m, s)| m + s).fold(0.0, f64::max);
     let pad = ((hi - lo) * 0.15).max(0.002);
-    let labels: Vec<String> = rows.iter().map(|r| row_label(report, r)).collect();
+    // Values only under the bars (the caption names the columns): full
+    // "key=value" labels would run into each other.
+    let labels: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            report
+                .columns
+                .iter()
+                .map(|c| r.values[c].clone())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    let by = super::format::titles(&report.columns).join(", ");
+    let caption = if by.is_empty() {
+        "best validation accuracy (mean ± std)".to_string()
+    } else {
+        format!("best validation accuracy by {by} (mean ± std)")
+    };
     let n = rows.len().max(1);
     let mut chart = ChartBuilder::on(root)
         .caption(
