@@ -252,10 +252,7 @@ fn bars_on<DB: DrawingBackend>(
     };
     let n = rows.len().max(1);
     let mut chart = ChartBuilder::on(root)
-        .caption(
-            "best validation accuracy (mean ± std over seeds)",
-            ("sans-serif", 20),
-        )
+        .caption(caption, ("sans-serif", 20))
         .margin(14)
         .x_label_area_size(60)
         .y_label_area_size(64)
