@@ -59,14 +59,19 @@ pub struct Bench<'a> {
 }
 
 fn config_for(activation: Activation, pooling: Pooling, batch_size: usize) -> RunConfig {
-    let mut config = RunConfig::default();
-    config.model = ModelConfig {
-        activation,
-        pooling,
-        activate_c5_f6: false,
-    };
-    config.train.batch_size = batch_size;
-    config
+    let defaults = RunConfig::default();
+    RunConfig {
+        model: ModelConfig {
+            activation,
+            pooling,
+            activate_c5_f6: false,
+        },
+        train: crate::config::TrainConfig {
+            batch_size,
+            ..defaults.train.clone()
+        },
+        ..defaults
+    }
 }
 
 /// Runs `step` on successive batches until `seconds` have passed; returns (images, seconds).

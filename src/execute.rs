@@ -285,7 +285,7 @@ impl Observer for Recorder<'_> {
         });
         bar.set_prefix(format!("epoch {epoch}/{}", self.config.train.epochs));
         // Redrawing costs more than a small batch: update every few batches.
-        if done % 25 == 0 || done == total {
+        if done.is_multiple_of(25) || done == total {
             bar.set_position(done as u64);
             bar.set_message(format!("loss {loss:.4} acc {acc:.4}"));
         }

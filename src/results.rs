@@ -145,7 +145,7 @@ pub fn metrics_csv(rows: &[EpochMetrics]) -> Result<Vec<u8>> {
     for row in rows {
         writer.serialize(row)?;
     }
-    Ok(writer.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?)
+    writer.into_inner().map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
@@ -202,7 +202,7 @@ mod tests {
         };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.csv");
-        write_atomic(&path, &metrics_csv(&[row.clone()]).unwrap()).unwrap();
+        write_atomic(&path, &metrics_csv(std::slice::from_ref(&row)).unwrap()).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.starts_with(
             "epoch,lr,train_loss,train_acc,val_loss,val_acc,epoch_seconds,train_images_per_sec,finished_at\n"

@@ -230,7 +230,7 @@ fn pool_gradients_match_finite_differences_and_each_other() {
             check_against_fd(
                 &format!("{name} {kind:?} pool"),
                 &[x.clone()],
-                &[grad.clone()],
+                std::slice::from_ref(grad),
                 &|v| pool_value(&FastCpuOps, shape, kind, &v[0], &r).0,
             );
         }

@@ -66,7 +66,7 @@ pub fn exp_f32(x: f32) -> f32 {
     let p = p * r + 8.333_452e-3;
     let p = p * r + 4.166_579_6e-2;
     let p = p * r + 1.666_666_5e-1;
-    let p = p * r + 5.000_000_1e-1;
+    let p = p * r + 5e-1;
     let e = p * r * r + r + 1.0;
     e * f32::from_bits(((n as i32 + 127) << 23) as u32)
 }
@@ -775,7 +775,7 @@ pub fn pool_forward(
     x: &[f32],
 ) -> (Vec<f32>, Vec<u8>) {
     assert!(
-        h % 2 == 0 && w % 2 == 0,
+        h.is_multiple_of(2) && w.is_multiple_of(2),
         "2x2 pooling needs even sizes, got {h}x{w}"
     );
     assert_eq!(x.len(), planes * h * w);

@@ -119,6 +119,9 @@ fn curve(
         .collect()
 }
 
+/// Reads one metric from an epoch's row.
+type Pick = fn(&crate::results::EpochMetrics) -> f64;
+
 /// At most this many rows get a line: more would be unreadable.
 const MAX_CURVES: usize = 10;
 
@@ -145,7 +148,7 @@ fn curves_on<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
 ) -> Result<()> {
     let panels = root.split_evenly((1, 2));
-    let metrics: [(&str, fn(&crate::results::EpochMetrics) -> f64); 2] = [
+    let metrics: [(&str, Pick); 2] = [
         ("validation accuracy", |m| m.val_acc),
         ("validation loss", |m| m.val_loss),
     ];

@@ -51,6 +51,6 @@ impl Exporter for Csv {
             rec.push(row.run_ids.join(" "));
             w.write_record(&rec)?;
         }
-        Ok(w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?)
+        w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))
     }
 }
