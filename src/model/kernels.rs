@@ -277,13 +277,39 @@ fn col2im_add(
     dx: &mut [f32],
     pad_buf: &mut Vec<f32>,
 ) {
-    let (ho, wo, p) = (d.ho(), d.wo(), d.p());
     let (hp, wp) = (d.h + 2 * d.pad, d.w + 2 * d.pad);
+    if d.pad == 0 {
+        // No border to drop: accumulate straight into dx.
+        col2im_planes(d, cols, stride, at, dx, wp);
+        return;
+    }
     // Accumulate into a padded gradient, then add its interior to dx.
     pad_buf.clear();
     pad_buf.resize(d.c * hp * wp, 0.0);
+    col2im_planes(d, cols, stride, at, pad_buf, wp);
     for c in 0..d.c {
-        let plane = &mut pad_buf[c * hp * wp..(c + 1) * hp * wp];
+        for y in 0..d.h {
+            let src = &pad_buf[(c * hp + y + d.pad) * wp + d.pad..][..d.w];
+            let dst = &mut dx[(c * d.h + y) * d.w..][..d.w];
+            dst.iter_mut().zip(src).for_each(|(a, b)| *a += b);
+        }
+    }
+}
+
+/// Adds the patches onto planes of width `wp` (the padded width).
+#[inline(always)]
+fn col2im_planes(
+    d: &ConvDims,
+    cols: &[f32],
+    stride: usize,
+    at: usize,
+    planes: &mut [f32],
+    wp: usize,
+) {
+    let (ho, wo, p) = (d.ho(), d.wo(), d.p());
+    let plane_len = planes.len() / d.c;
+    for c in 0..d.c {
+        let plane = &mut planes[c * plane_len..(c + 1) * plane_len];
         for i in 0..d.k {
             for j in 0..d.k {
                 let row = &cols[((c * d.k + i) * d.k + j) * stride + at..][..p];
@@ -293,13 +319,6 @@ fn col2im_add(
                     dst.iter_mut().zip(src).for_each(|(a, b)| *a += b);
                 }
             }
-        }
-    }
-    for c in 0..d.c {
-        for y in 0..d.h {
-            let src = &pad_buf[(c * hp + y + d.pad) * wp + d.pad..][..d.w];
-            let dst = &mut dx[(c * d.h + y) * d.w..][..d.w];
-            dst.iter_mut().zip(src).for_each(|(a, b)| *a += b);
         }
     }
 }
