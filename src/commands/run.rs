@@ -20,6 +20,10 @@ pub fn execute(args: &RunArgs) -> Result<i32> {
         print!("{}", config.to_toml());
         return Ok(0);
     }
+    // A finished run needs no data; run_one checks again under the lock.
+    if !args.force && is_completed(&run_dir, &config) {
+        return report_completed(&run_dir);
+    }
     let backend = device::resolve(config.train.device)?;
     let threads = super::init_threads(config.train.threads);
     let data = data::load(&config.data).context("loading the dataset")?;
@@ -49,16 +53,7 @@ pub fn execute(args: &RunArgs) -> Result<i32> {
             );
             Ok(0)
         }
-        RunOutcome::AlreadyCompleted => {
-            let summary = run_dir.read_summary()?;
-            println!(
-                "{} already completed ({} epochs, best val acc {:.4}); pass --force to train it again",
-                run_dir.path.display(),
-                summary.epochs_completed,
-                summary.best_val_acc.unwrap_or(f64::NAN)
-            );
-            Ok(0)
-        }
+        RunOutcome::AlreadyCompleted => report_completed(&run_dir),
         RunOutcome::Busy => bail!(
             "{} is being trained by another runner process",
             run_dir.path.display()
@@ -77,4 +72,21 @@ pub fn execute(args: &RunArgs) -> Result<i32> {
             )
         }
     }
+}
+
+fn is_completed(run_dir: &RunDir, config: &config::RunConfig) -> bool {
+    run_dir.read_summary().is_ok_and(|s| {
+        s.status == results::Status::Completed && s.config_hash == config.result_hash()
+    })
+}
+
+fn report_completed(run_dir: &RunDir) -> Result<i32> {
+    let summary = run_dir.read_summary()?;
+    println!(
+        "{} already completed ({} epochs, best val acc {:.4}); pass --force to train it again",
+        run_dir.path.display(),
+        summary.epochs_completed,
+        summary.best_val_acc.unwrap_or(f64::NAN)
+    );
+    Ok(0)
 }
