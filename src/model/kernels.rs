@@ -722,20 +722,15 @@ fn pool_forward_into(
             Pool::Max => {
                 let arg = &mut arg[r * wo..(r + 1) * wo];
                 for ox in 0..wo {
-                    let v = [
-                        top[2 * ox],
-                        top[2 * ox + 1],
-                        bottom[2 * ox],
-                        bottom[2 * ox + 1],
-                    ];
-                    let mut best = 0;
-                    for i in 1..4 {
-                        if v[i] > v[best] {
-                            best = i;
-                        }
-                    }
-                    out[ox] = v[best];
-                    arg[ox] = best as u8;
+                    // A tournament of selects (no branches, so it vectorizes);
+                    // strict > keeps the first of equal values.
+                    let (a, b) = (top[2 * ox], top[2 * ox + 1]);
+                    let (c, e) = (bottom[2 * ox], bottom[2 * ox + 1]);
+                    let (m1, i1) = if b > a { (b, 1u8) } else { (a, 0u8) };
+                    let (m2, i2) = if e > c { (e, 3u8) } else { (c, 2u8) };
+                    let (m, i) = if m2 > m1 { (m2, i2) } else { (m1, i1) };
+                    out[ox] = m;
+                    arg[ox] = i;
                 }
             }
         }
