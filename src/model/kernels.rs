@@ -767,12 +767,12 @@ fn pool_backward_into(
             Pool::Max => {
                 let arg = &arg[r * wo..(r + 1) * wo];
                 for ox in 0..wo {
-                    let mut g = [0.0f32; 4];
-                    g[arg[ox] as usize & 3] = dy[ox];
-                    top[2 * ox] = g[0];
-                    top[2 * ox + 1] = g[1];
-                    bottom[2 * ox] = g[2];
-                    bottom[2 * ox + 1] = g[3];
+                    // Selects rather than an indexed store, so it vectorizes.
+                    let (g, at) = (dy[ox], arg[ox]);
+                    top[2 * ox] = if at == 0 { g } else { 0.0 };
+                    top[2 * ox + 1] = if at == 1 { g } else { 0.0 };
+                    bottom[2 * ox] = if at == 2 { g } else { 0.0 };
+                    bottom[2 * ox + 1] = if at == 3 { g } else { 0.0 };
                 }
             }
         }
