@@ -1,11 +1,12 @@
 //! Hand-written CPU kernels for convolution and pooling, on plain slices.
 //!
-//! Layout is PyTorch's NCHW. A convolution of one image is one matrix
-//! product: `out[O, P] = W[O, C*K*K] x cols[C*K*K, P]`, where `cols` holds
-//! the image patches (im2col) and P the output pixels; matrixmultiply does
-//! the product. When the kernel covers the whole unpadded input (c5: 5x5 on
-//! 5x5) the patches are the images themselves and the whole batch is one
-//! product.
+//! Layout is PyTorch's NCHW. A convolution is a matrix product:
+//! `out[O, P] = W[O, C*K*K] x cols[C*K*K, P]`, where `cols` holds the image
+//! patches (im2col) and P the output pixels; the `gemm` crate (dfdx's own
+//! matrix kernel) does the product, for a few images side by side at once.
+//! When the kernel covers the whole unpadded input (c5: 5x5 on 5x5) the
+//! patches are the images themselves and a chunk is one product. Activation
+//! and pooling are fused into the convolution's epilogue.
 //!
 //! Work is split over the batch in chunks of a fixed size, in parallel with
 //! rayon. Weight gradients are summed per chunk and the chunk sums added in
