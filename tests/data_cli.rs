@@ -15,6 +15,17 @@ const FILES: [&str; 4] = [
     "t10k-labels-idx1-ubyte.gz",
 ];
 
+/// `runner run SPEC --results-dir RESULTS`.
+fn run_spec(spec: &Path, results: &Path) -> std::process::Output {
+    runner()
+        .arg("run")
+        .arg(spec)
+        .arg("--results-dir")
+        .arg(results)
+        .output()
+        .unwrap()
+}
+
 fn spec_with_data(dir: &Path, data_dir: &Path, extra: &str) -> std::path::PathBuf {
     let spec = dir.join("data.toml");
     std::fs::write(
@@ -34,13 +45,7 @@ fn missing_files_without_download_say_which_where_and_how() {
     let empty = tmp.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
     let spec = spec_with_data(tmp.path(), &empty, "download = false");
-    let out = runner()
-        .arg("run")
-        .arg(&spec)
-        .arg("--results-dir")
-        .arg(tmp.path().join("r"))
-        .output()
-        .unwrap();
+    let out = run_spec(&spec, &tmp.path().join("r"));
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(err.contains(&empty.display().to_string()), "{err}");
@@ -66,13 +71,7 @@ fn a_malformed_idx_file_is_named_in_the_error() {
     )
     .unwrap();
     let spec = spec_with_data(tmp.path(), &data, "download = false");
-    let out = runner()
-        .arg("run")
-        .arg(&spec)
-        .arg("--results-dir")
-        .arg(tmp.path().join("r"))
-        .output()
-        .unwrap();
+    let out = run_spec(&spec, &tmp.path().join("r"));
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(
@@ -119,13 +118,7 @@ fn downloads_missing_files_from_a_mirror_and_verifies_them() {
         &data,
         &format!("download = true\nbase_url = \"{url}\""),
     );
-    let out = runner()
-        .arg("run")
-        .arg(&spec)
-        .arg("--results-dir")
-        .arg(tmp.path().join("r"))
-        .output()
-        .unwrap();
+    let out = run_spec(&spec, &tmp.path().join("r"));
     assert!(out.status.success(), "{}", stderr(&out));
     server.join().unwrap();
     for f in FILES {
@@ -153,13 +146,7 @@ fn a_corrupted_download_is_rejected_and_not_kept() {
         &data,
         &format!("download = true\nbase_url = \"{url}\""),
     );
-    let out = runner()
-        .arg("run")
-        .arg(&spec)
-        .arg("--results-dir")
-        .arg(tmp.path().join("r"))
-        .output()
-        .unwrap();
+    let out = run_spec(&spec, &tmp.path().join("r"));
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(

@@ -116,24 +116,9 @@ fn a_run_killed_mid_epoch_resumes_to_the_same_result() {
 
     // Start, wait for the first epoch's row, kill -9 inside the second epoch.
     let results = tmp.path().join("killed");
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("runner"))
-        .arg("sweep")
-        .arg(&path)
-        .arg("--results-dir")
-        .arg(&results)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_sweep(&path, &results);
     let run = results.join("long").join(&id);
-    let started = Instant::now();
-    while rows_len(&run) < 2 {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "first epoch never finished"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_first_epoch(&run);
     std::thread::sleep(Duration::from_millis(150));
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
@@ -178,6 +163,31 @@ fn tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// `runner sweep` in the background, its output captured.
+fn spawn_sweep(grid: &Path, results: &Path) -> std::process::Child {
+    std::process::Command::new(assert_cmd::cargo::cargo_bin("runner"))
+        .arg("sweep")
+        .arg(grid)
+        .arg("--results-dir")
+        .arg(results)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until the run's first epoch has its metrics row.
+fn wait_for_first_epoch(run: &Path) {
+    let started = Instant::now();
+    while rows_len(run) < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "first epoch never finished"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn rows_len(run: &Path) -> usize {
     std::fs::read_to_string(run.join("metrics.csv"))
         .map(|t| t.lines().count())
@@ -189,17 +199,7 @@ fn two_processes_share_a_grid_without_training_a_run_twice() {
     let tmp = tempfile::tempdir().unwrap();
     let g = grid(tmp.path(), "shared", SMALL);
     let results = tmp.path().join("results");
-    let spawn = || {
-        std::process::Command::new(assert_cmd::cargo::cargo_bin("runner"))
-            .arg("sweep")
-            .arg(&g)
-            .arg("--results-dir")
-            .arg(&results)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
+    let spawn = || spawn_sweep(&g, &results);
     let (a, b) = (spawn(), spawn());
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
     assert!(
@@ -383,23 +383,8 @@ fn ctrl_c_stops_cleanly_with_130_and_the_rerun_resumes() {
     let results = tmp.path().join("results");
     let id = listed_ids(&sweep(&path, &results, &["--list"])).remove(0);
     let run = results.join("intr").join(&id);
-    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("runner"))
-        .arg("sweep")
-        .arg(&path)
-        .arg("--results-dir")
-        .arg(&results)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while rows_len(&run) < 2 {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "first epoch never finished"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let child = spawn_sweep(&path, &results);
+    wait_for_first_epoch(&run);
     // SAFETY: sending SIGINT to our own child process.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = child.wait_with_output().unwrap();
