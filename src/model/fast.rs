@@ -146,7 +146,7 @@ pub fn conv_pool2d<T: Tape<f32, Cpu>>(
         |d| (d.ho() / 2, d.wo() / 2),
         |i| kernels::conv_pool_forward(&i.d, i.batch, &i.x, &i.w, &i.b, act, pool, T::OWNS_TAPE),
         move |i, saved, dy| {
-            kernels::conv_pool_backward(&i.d, i.batch, &i.x, &i.w, saved, dy, act, pool, need_dx)
+            kernels::conv_pool_backward(&i.d, i.batch, &i.w, saved, dy, act, pool, need_dx)
         },
     )
 }

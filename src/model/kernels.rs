@@ -1,22 +1,25 @@
 //! Hand-written CPU kernels for convolution and pooling, on plain slices.
 //!
-//! Layout is PyTorch's NCHW. A convolution is a matrix product:
-//! `out[O, P] = W[O, C*K*K] x cols[C*K*K, P]`, where `cols` holds the image
-//! patches (im2col) and P the output pixels; the `gemm` crate (dfdx's own
-//! matrix kernel) does the product, for a few images side by side at once.
-//! When the kernel covers the whole unpadded input (c5: 5x5 on 5x5) the
-//! patches are the images themselves and a chunk is one product. Activation
-//! and pooling are fused into the convolution's epilogue.
+//! Tensors come and go in PyTorch's NCHW layout. Inside, a batch is cut
+//! into blocks of eight images that are packed lane-interleaved and
+//! convolved directly (`lanes.rs`), with the activation and the pooling
+//! done on the block before it is unpacked. When the kernel covers the
+//! whole unpadded input (c5: 5x5 on 5x5) the convolution is a plain matrix
+//! product over the batch instead, done by the `gemm` crate (dfdx's own
+//! matrix kernel).
 //!
-//! Work is split over the batch in chunks of a fixed size, in parallel with
-//! rayon. Weight gradients are summed per chunk and the chunk sums added in
-//! chunk order, so results do not depend on the number of threads.
+//! Blocks run in parallel with rayon. Weight gradients are summed per
+//! block and the block sums added in block order, so results do not
+//! depend on the number of threads.
 
 use rayon::prelude::*;
 
+use super::lanes;
+use super::simd::{with_simd, Lanes, LANES};
+
 /// Samples per parallel work item. Fixed, so that the order of floating
 /// point sums (and so every result bit) is the same for any thread count.
-pub const CHUNK: usize = 8;
+pub const CHUNK: usize = LANES;
 
 /// Elementwise activation fused into the convolution's epilogue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +72,13 @@ pub fn exp_f32(x: f32) -> f32 {
     let p = p * r + 1.666_666_5e-1;
     let p = p * r + 5e-1;
     let e = p * r * r + r + 1.0;
-    e * f32::from_bits(((n as i32 + 127) << 23) as u32)
+    // 2^n from its exponent bits. n + 127 is a whole number in [1, 254];
+    // adding 2^23 puts it in the low mantissa bits, where the bits can be
+    // read without a float-to-int conversion (Rust's saturating `as`
+    // conversion does not vectorize).
+    const TWO_23: f32 = 8_388_608.0;
+    let biased = (n + 127.0 + TWO_23).to_bits() - TWO_23.to_bits();
+    e * f32::from_bits(biased << 23)
 }
 
 #[multiversion::multiversion(targets = "simd")]
@@ -194,136 +203,6 @@ fn gemm(
     }
 }
 
-/// Copies a short row without a call to memcpy: for the 10- and 28-float
-/// rows of im2col the call costs more than the copy. Whole 8-float blocks,
-/// then one last (overlapping) block for the tail.
-#[inline(always)]
-fn copy_row(dst: &mut [f32], src: &[f32]) {
-    let n = dst.len();
-    let src = &src[..n];
-    if n < 8 {
-        for (d, s) in dst.iter_mut().zip(src) {
-            *d = *s;
-        }
-        return;
-    }
-    let mut at = 0;
-    while at + 8 <= n {
-        let block: [f32; 8] = src[at..at + 8].try_into().expect("8 floats");
-        dst[at..at + 8].copy_from_slice(&block);
-        at += 8;
-    }
-    if at < n {
-        let block: [f32; 8] = src[n - 8..n].try_into().expect("8 floats");
-        dst[n - 8..n].copy_from_slice(&block);
-    }
-}
-
-/// The image with `pad` zeros around each plane, or the image itself when
-/// there is no padding.
-fn padded<'a>(d: &ConvDims, x: &'a [f32], buf: &'a mut Vec<f32>) -> &'a [f32] {
-    if d.pad == 0 {
-        return x;
-    }
-    let (hp, wp) = (d.h + 2 * d.pad, d.w + 2 * d.pad);
-    buf.clear();
-    buf.resize(d.c * hp * wp, 0.0);
-    for c in 0..d.c {
-        for y in 0..d.h {
-            let dst = &mut buf[(c * hp + y + d.pad) * wp + d.pad..][..d.w];
-            copy_row(dst, &x[(c * d.h + y) * d.w..][..d.w]);
-        }
-    }
-    buf
-}
-
-/// Gathers one image's patches into columns `at..at + P` of `cols`, a
-/// matrix with rows of length `stride`:
-/// `cols[(c*K + i)*K + j, at + oy*Wo + ox] = x[c, oy+i-pad, ox+j-pad]`.
-#[multiversion::multiversion(targets = "simd")]
-fn im2col(
-    d: &ConvDims,
-    x: &[f32],
-    cols: &mut [f32],
-    stride: usize,
-    at: usize,
-    pad_buf: &mut Vec<f32>,
-) {
-    let (ho, wo, p) = (d.ho(), d.wo(), d.p());
-    let (hp, wp) = (d.h + 2 * d.pad, d.w + 2 * d.pad);
-    let x = padded(d, x, pad_buf);
-    for c in 0..d.c {
-        let plane = &x[c * hp * wp..(c + 1) * hp * wp];
-        for i in 0..d.k {
-            for j in 0..d.k {
-                let row = &mut cols[((c * d.k + i) * d.k + j) * stride + at..][..p];
-                for oy in 0..ho {
-                    copy_row(
-                        &mut row[oy * wo..(oy + 1) * wo],
-                        &plane[(oy + i) * wp + j..],
-                    );
-                }
-            }
-        }
-    }
-}
-
-/// The adjoint of `im2col`: adds each patch entry back onto its pixel.
-#[multiversion::multiversion(targets = "simd")]
-fn col2im_add(
-    d: &ConvDims,
-    cols: &[f32],
-    stride: usize,
-    at: usize,
-    dx: &mut [f32],
-    pad_buf: &mut Vec<f32>,
-) {
-    let (hp, wp) = (d.h + 2 * d.pad, d.w + 2 * d.pad);
-    if d.pad == 0 {
-        // No border to drop: accumulate straight into dx.
-        col2im_planes(d, cols, stride, at, dx, wp);
-        return;
-    }
-    // Accumulate into a padded gradient, then add its interior to dx.
-    pad_buf.clear();
-    pad_buf.resize(d.c * hp * wp, 0.0);
-    col2im_planes(d, cols, stride, at, pad_buf, wp);
-    for c in 0..d.c {
-        for y in 0..d.h {
-            let src = &pad_buf[(c * hp + y + d.pad) * wp + d.pad..][..d.w];
-            let dst = &mut dx[(c * d.h + y) * d.w..][..d.w];
-            dst.iter_mut().zip(src).for_each(|(a, b)| *a += b);
-        }
-    }
-}
-
-/// Adds the patches onto planes of width `wp` (the padded width).
-#[inline(always)]
-fn col2im_planes(
-    d: &ConvDims,
-    cols: &[f32],
-    stride: usize,
-    at: usize,
-    planes: &mut [f32],
-    wp: usize,
-) {
-    let (ho, wo, p) = (d.ho(), d.wo(), d.p());
-    let plane_len = planes.len() / d.c;
-    for c in 0..d.c {
-        let plane = &mut planes[c * plane_len..(c + 1) * plane_len];
-        for i in 0..d.k {
-            for j in 0..d.k {
-                let row = &cols[((c * d.k + i) * d.k + j) * stride + at..][..p];
-                for oy in 0..ho {
-                    let dst = &mut plane[(oy + i) * wp + j..][..wo];
-                    let src = &row[oy * wo..(oy + 1) * wo];
-                    dst.iter_mut().zip(src).for_each(|(a, b)| *a += b);
-                }
-            }
-        }
-    }
-}
-
 fn add_bias_and_activate(d: &ConvDims, bias: &[f32], act: Act, out: &mut [f32]) {
     let p = d.p();
     for (o, plane) in out.chunks_exact_mut(p).enumerate() {
@@ -333,77 +212,51 @@ fn add_bias_and_activate(d: &ConvDims, bias: &[f32], act: Act, out: &mut [f32]) 
     act.apply(out);
 }
 
-/// Reusable per-thread buffers of the convolution kernels.
+/// A zeroed buffer whose contents are about to be overwritten anyway.
+fn buffer(len: usize) -> Vec<f32> {
+    vec![0.0f32; len]
+}
+
+/// A buffer of `len` lane pixels.
+fn lane_buffer(buf: &mut Vec<Lanes>, len: usize) -> &mut [Lanes] {
+    buf.clear();
+    buf.resize(len, [0.0; LANES]);
+    buf
+}
+
+/// Reusable per-thread buffers of one block's work.
 #[derive(Default)]
-pub struct Scratch {
-    cols: Vec<f32>,
-    z: Vec<f32>,
-    pad: Vec<f32>,
-    dz: Vec<f32>,
+struct Scratch {
+    input: Vec<Lanes>,
+    output: Vec<Lanes>,
+    grad: Vec<Lanes>,
+    pooled: Vec<Lanes>,
+    padded: Vec<Lanes>,
 }
 
-/// Images per matrix product: enough to make the product wide, few enough
-/// that the patch matrix (CKK x G*P floats) stays in the L2 cache.
-fn group_size(d: &ConvDims) -> usize {
-    const COLS_BUDGET: usize = 64 * 1024;
-    (COLS_BUDGET / (d.ckk() * d.p())).clamp(1, CHUNK)
-}
-
-/// `act(conv(x, w) + b)` for the `n` images of one chunk, into `out`.
-/// Images go in groups: their patches side by side as the columns of
-/// `cols` [CKK, G*P], so each group is one wide matrix product.
-fn conv_forward_chunk(
+/// Packs one block of NCHW images with the convolution's padding and
+/// returns `act(conv(x, w) + b)` for it, [O][Ho][Wo] lanes, in `z`.
+#[allow(clippy::too_many_arguments)]
+fn forward_block(
     d: &ConvDims,
     x: &[f32],
     w: &[f32],
     b: &[f32],
     act: Act,
-    out: &mut [f32],
-    scratch: &mut Scratch,
+    xp: &mut [Lanes],
+    z: &mut [Lanes],
 ) {
-    let n = x.len() / d.in_len();
-    let (ckk, p) = (d.ckk(), d.p());
-    if d.is_dense() {
-        // out[n, O] = x[n, CKK] x W^T[CKK, O]
-        gemm(n, ckk, d.o, x, (ckk, 1), w, (1, ckk), 0.0, out, (d.o, 1));
-    } else {
-        let group = group_size(d);
-        for (x, out) in x
-            .chunks(group * d.in_len())
-            .zip(out.chunks_mut(group * d.out_len()))
-        {
-            let gp = x.len() / d.in_len() * p;
-            scratch.cols.resize(ckk * gp, 0.0);
-            scratch.z.resize(d.o * gp, 0.0);
-            for (s, x) in x.chunks_exact(d.in_len()).enumerate() {
-                im2col(d, x, &mut scratch.cols, gp, s * p, &mut scratch.pad);
-            }
-            // z[O, G*P] = W[O, CKK] x cols[CKK, G*P], then to [G, O, P].
-            gemm(
-                d.o,
-                ckk,
-                gp,
-                w,
-                (ckk, 1),
-                &scratch.cols,
-                (gp, 1),
-                0.0,
-                &mut scratch.z,
-                (gp, 1),
-            );
-            for (o, z_row) in scratch.z.chunks_exact(gp).enumerate() {
-                for (s, z) in z_row.chunks_exact(p).enumerate() {
-                    out[s * d.out_len() + o * p..][..p].copy_from_slice(z);
-                }
-            }
-        }
-    }
-    add_bias_and_activate(d, b, act, out);
+    lanes::pack(x, (d.c, d.h, d.w), d.pad, xp);
+    with_simd!(|s| lanes::conv_forward(s, d, xp, w, b, z));
+    act.apply(z.as_flattened_mut());
 }
 
-/// A zeroed buffer whose contents are about to be overwritten anyway.
-fn buffer(len: usize) -> Vec<f32> {
-    vec![0.0f32; len]
+/// The dense case (the kernel covers the whole input, as in c5): the
+/// batch is one matrix product, `out[n, O] = x[n, CKK] x W^T[CKK, O]`.
+fn dense_forward(d: &ConvDims, x: &[f32], w: &[f32], b: &[f32], act: Act, out: &mut [f32]) {
+    let (n, ckk) = (x.len() / d.in_len(), d.ckk());
+    gemm(n, ckk, d.o, x, (ckk, 1), w, (1, ckk), 0.0, out, (d.o, 1));
+    add_bias_and_activate(d, b, act, out);
 }
 
 /// Forward convolution of a batch: returns `act(conv(x, w) + b)`, [B, O, Ho, Wo].
@@ -418,26 +271,34 @@ pub fn conv_forward(
     assert_eq!(x.len(), batch * d.in_len());
     assert_eq!((w.len(), b.len()), (d.o * d.ckk(), d.o));
     let mut out = buffer(batch * d.out_len());
+    let (hp, wp) = lanes::padded_hw(d);
     out.par_chunks_mut(CHUNK * d.out_len())
         .zip(x.par_chunks(CHUNK * d.in_len()))
         .for_each_init(Scratch::default, |scratch, (out, x)| {
-            conv_forward_chunk(d, x, w, b, act, out, scratch)
+            if d.is_dense() {
+                return dense_forward(d, x, w, b, act, out);
+            }
+            let xp = lane_buffer(&mut scratch.input, d.c * hp * wp);
+            let z = lane_buffer(&mut scratch.output, d.out_len());
+            forward_block(d, x, w, b, act, xp, z);
+            lanes::unpack(z, out);
         });
     out
 }
 
-/// What the fused convolution + activation + pooling keeps for its backward.
+/// What the fused convolution + activation + pooling keeps for its
+/// backward, per block of `CHUNK` images, in lanes.
 pub struct ConvPoolSaved {
-    /// The activations before pooling, [B, O, Ho, Wo].
-    pub activations: Vec<f32>,
-    /// For max pooling, which of each window's four inputs won.
-    pub winners: Vec<u8>,
+    /// The inputs, packed with the convolution's padding: [C][Hp][Wp] per block.
+    pub inputs: Vec<Lanes>,
+    /// The activations before pooling: [O][Ho][Wo] per block.
+    pub activations: Vec<Lanes>,
 }
 
-/// `pool(act(conv(x, w) + b))` in one pass over each chunk, so the large
+/// `pool(act(conv(x, w) + b))` in one pass over each block, so the large
 /// pre-pool activations never become a tensor of their own. They are kept
-/// for the backward only when `keep` is set (training); inference reuses a
-/// small per-thread buffer instead.
+/// (with the packed input) for the backward only when `keep` is set
+/// (training); inference reuses per-thread buffers instead.
 #[allow(clippy::too_many_arguments)]
 pub fn conv_pool_forward(
     d: &ConvDims,
@@ -450,62 +311,50 @@ pub fn conv_pool_forward(
     keep: bool,
 ) -> (Vec<f32>, ConvPoolSaved) {
     assert_eq!(x.len(), batch * d.in_len());
+    assert_eq!((w.len(), b.len()), (d.o * d.ckk(), d.o));
     let (ho, wo) = (d.ho(), d.wo());
     assert!(
         ho % 2 == 0 && wo % 2 == 0,
         "2x2 pooling needs even sizes, got {ho}x{wo}"
     );
-    let (out_len, pooled_len) = (d.out_len(), d.out_len() / 4);
-    let chunks = batch.div_ceil(CHUNK);
-    let mut activations = if keep {
-        buffer(batch * out_len)
-    } else {
-        Vec::new()
+    let (hp, wp) = lanes::padded_hw(d);
+    let (in_lanes, out_lanes) = (d.c * hp * wp, d.out_len());
+    let blocks = batch.div_ceil(CHUNK);
+    let kept = if keep { blocks } else { 0 };
+    let mut saved = ConvPoolSaved {
+        inputs: vec![[0.0; LANES]; kept * in_lanes],
+        activations: vec![[0.0; LANES]; kept * out_lanes],
     };
+    let mut kept_blocks: Vec<Option<(&mut [Lanes], &mut [Lanes])>> = saved
+        .inputs
+        .chunks_mut(in_lanes)
+        .zip(saved.activations.chunks_mut(out_lanes))
+        .map(Some)
+        .collect();
+    kept_blocks.resize_with(blocks, || None);
+    let pooled_len = d.out_len() / 4;
     let mut pooled = buffer(batch * pooled_len);
-    let mut winners = if keep && pool == Pool::Max {
-        vec![0u8; pooled.len()]
-    } else {
-        Vec::new()
-    };
-    let mut kept: Vec<(&mut [f32], &mut [u8])> = if keep {
-        let a = activations.chunks_mut(CHUNK * out_len);
-        if pool == Pool::Max {
-            a.zip(winners.chunks_mut(CHUNK * pooled_len)).collect()
-        } else {
-            a.map(|a| (a, <&mut [u8]>::default())).collect()
-        }
-    } else {
-        (0..chunks)
-            .map(|_| (<&mut [f32]>::default(), <&mut [u8]>::default()))
-            .collect()
-    };
     pooled
         .par_chunks_mut(CHUNK * pooled_len)
         .zip(x.par_chunks(CHUNK * d.in_len()))
-        .zip(kept.par_iter_mut())
-        .for_each_init(
-            || (Scratch::default(), Vec::new(), Vec::new()),
-            |(scratch, scratch_a, scratch_arg), ((y, x), (a, arg))| {
-                let n = x.len() / d.in_len();
-                let (a, arg): (&mut [f32], &mut [u8]) = if keep {
-                    (a, arg)
-                } else {
-                    scratch_a.resize(n * out_len, 0.0);
-                    scratch_arg.resize(if pool == Pool::Max { n * pooled_len } else { 0 }, 0);
-                    (&mut scratch_a[..], &mut scratch_arg[..])
-                };
-                conv_forward_chunk(d, x, w, b, act, a, scratch);
-                pool_forward_into(pool, n * d.o, ho, wo, a, y, arg);
-            },
-        );
-    (
-        pooled,
-        ConvPoolSaved {
-            activations,
-            winners,
-        },
-    )
+        .zip(kept_blocks.into_par_iter())
+        .for_each_init(Scratch::default, |scratch, ((y, x), kept)| {
+            let Scratch {
+                input,
+                output,
+                pooled: p,
+                ..
+            } = scratch;
+            let (xp, a) = match kept {
+                Some((xp, a)) => (xp, a),
+                None => (lane_buffer(input, in_lanes), lane_buffer(output, out_lanes)),
+            };
+            forward_block(d, x, w, b, act, xp, a);
+            let p = lane_buffer(p, pooled_len);
+            lanes::pool_forward(pool, (d.o, ho, wo), a, p);
+            lanes::unpack(p, y);
+        });
+    (pooled, saved)
 }
 
 /// Gradients of a convolution.
@@ -514,6 +363,55 @@ pub struct ConvGrads {
     pub dx: Option<Vec<f32>>,
     pub dw: Vec<f32>,
     pub db: Vec<f32>,
+}
+
+/// One block's share of the weight and bias gradients, per lane.
+struct BlockGrads {
+    dw: Vec<Lanes>,
+    db: Vec<Lanes>,
+}
+
+/// Sums the blocks' lanes, block after block: the same order for any
+/// number of threads.
+fn reduce_blocks(d: &ConvDims, blocks: &[BlockGrads], dx: Option<Vec<f32>>) -> ConvGrads {
+    let mut dw = buffer(d.o * d.ckk());
+    let mut db = buffer(d.o);
+    for block in blocks {
+        dw.iter_mut()
+            .zip(lanes::sum_lanes(&block.dw))
+            .for_each(|(a, g)| *a += g);
+        db.iter_mut()
+            .zip(lanes::sum_lanes(&block.db))
+            .for_each(|(a, g)| *a += g);
+    }
+    ConvGrads { dx, dw, db }
+}
+
+/// The weight, bias and (into `dx`, NCHW, when given) input gradients of
+/// one block, from its packed input `xp` and the gradient `dz` of the
+/// convolution's output (before the activation).
+fn backward_block(
+    d: &ConvDims,
+    xp: &[Lanes],
+    w: &[f32],
+    dz: &[Lanes],
+    dx: Option<&mut [f32]>,
+    (dx_lanes, padded): (&mut Vec<Lanes>, &mut Vec<Lanes>),
+) -> BlockGrads {
+    let mut grads = BlockGrads {
+        dw: vec![[0.0; LANES]; d.o * d.ckk()],
+        db: vec![[0.0; LANES]; d.o],
+    };
+    with_simd!(|s| {
+        lanes::conv_weight_grad(s, d, xp, dz, &mut grads.dw);
+        lanes::conv_bias_grad(s, d, dz, &mut grads.db);
+    });
+    if let Some(dx) = dx {
+        let dx_lanes = lane_buffer(dx_lanes, d.in_len());
+        with_simd!(|s| lanes::conv_input_grad(s, d, dz, w, dx_lanes, padded));
+        lanes::unpack(dx_lanes, dx);
+    }
+    grads
 }
 
 /// Backward of `conv_forward`, given its input `x`, its output `y` and the
@@ -529,11 +427,52 @@ pub fn conv_backward(
     act: Act,
     need_dx: bool,
 ) -> ConvGrads {
-    let out_len = d.out_len();
-    conv_backward_with(d, batch, x, w, need_dx, |s0, n, dz| {
-        dz.copy_from_slice(&dy[s0 * out_len..(s0 + n) * out_len]);
-        act.backward_from_output(&y[s0 * out_len..(s0 + n) * out_len], dz);
-    })
+    if d.is_dense() {
+        return dense_backward(d, batch, x, w, y, dy, act, need_dx);
+    }
+    let (in_len, out_len) = (d.in_len(), d.out_len());
+    let (hp, wp) = lanes::padded_hw(d);
+    let mut dx = if need_dx {
+        buffer(batch * in_len)
+    } else {
+        Vec::new()
+    };
+    let blocks: Vec<BlockGrads> = optional_chunks(&mut dx, CHUNK * in_len, batch)
+        .into_par_iter()
+        .enumerate()
+        .map_init(Scratch::default, |scratch, (bi, dx)| {
+            let Scratch {
+                input,
+                output,
+                grad,
+                pooled,
+                padded,
+            } = scratch;
+            let images = bi * CHUNK..batch.min((bi + 1) * CHUNK);
+            let outputs = images.start * out_len..images.end * out_len;
+            let out_dims = (d.o, d.ho(), d.wo());
+            let dz = lane_buffer(output, out_len);
+            lanes::pack(&dy[outputs.clone()], out_dims, 0, dz);
+            let ys = lane_buffer(pooled, out_len);
+            lanes::pack(&y[outputs], out_dims, 0, ys);
+            act.backward_from_output(ys.as_flattened(), dz.as_flattened_mut());
+            let xp = lane_buffer(input, d.c * hp * wp);
+            let x = &x[images.start * in_len..images.end * in_len];
+            lanes::pack(x, (d.c, d.h, d.w), d.pad, xp);
+            backward_block(d, xp, w, dz, dx, (grad, padded))
+        })
+        .collect();
+    reduce_blocks(d, &blocks, need_dx.then_some(dx))
+}
+
+/// `buf` cut into `len`-sized chunks, or as many `None`s as there are
+/// blocks in `batch` when `buf` is empty (the gradient was not asked for).
+fn optional_chunks(buf: &mut [f32], len: usize, batch: usize) -> Vec<Option<&mut [f32]>> {
+    if buf.is_empty() {
+        (0..batch.div_ceil(CHUNK)).map(|_| None).collect()
+    } else {
+        buf.chunks_mut(len).map(Some).collect()
+    }
 }
 
 /// Backward of `conv_pool_forward`, given the gradient w.r.t. the pooled output.
@@ -541,7 +480,6 @@ pub fn conv_backward(
 pub fn conv_pool_backward(
     d: &ConvDims,
     batch: usize,
-    x: &[f32],
     w: &[f32],
     saved: &ConvPoolSaved,
     dpooled: &[f32],
@@ -549,128 +487,84 @@ pub fn conv_pool_backward(
     pool: Pool,
     need_dx: bool,
 ) -> ConvGrads {
-    let (out_len, ho, wo) = (d.out_len(), d.ho(), d.wo());
-    let pooled_len = out_len / 4;
-    conv_backward_with(d, batch, x, w, need_dx, |s0, n, dz| {
-        let winners = if pool == Pool::Max {
-            &saved.winners[s0 * pooled_len..(s0 + n) * pooled_len]
-        } else {
-            &[][..]
-        };
-        pool_backward_into(
-            pool,
-            n * d.o,
-            ho,
-            wo,
-            &dpooled[s0 * pooled_len..(s0 + n) * pooled_len],
-            winners,
-            dz,
-        );
-        act.backward_from_output(&saved.activations[s0 * out_len..(s0 + n) * out_len], dz);
-    })
-}
-
-/// The shared part of the convolution backwards. `dz_of(s0, n, dz)` writes
-/// the gradient w.r.t. the pre-activation output of images s0..s0+n.
-fn conv_backward_with(
-    d: &ConvDims,
-    batch: usize,
-    x: &[f32],
-    w: &[f32],
-    need_dx: bool,
-    dz_of: impl Fn(usize, usize, &mut [f32]) + Sync,
-) -> ConvGrads {
-    let (in_len, out_len, ckk, p) = (d.in_len(), d.out_len(), d.ckk(), d.p());
+    let (in_len, out_len, pooled_len) = (d.in_len(), d.out_len(), d.out_len() / 4);
+    let in_lanes = saved.inputs.len() / batch.div_ceil(CHUNK);
     let mut dx = if need_dx {
         buffer(batch * in_len)
     } else {
         Vec::new()
     };
-    let dx_chunks: Vec<Option<&mut [f32]>> = if need_dx {
-        dx.chunks_mut(CHUNK * in_len).map(Some).collect()
-    } else {
-        (0..batch.div_ceil(CHUNK)).map(|_| None).collect()
-    };
-    // Per chunk: (dw, db) partial sums, reduced below in chunk order.
-    let partials: Vec<(Vec<f32>, Vec<f32>)> = dx_chunks
+    let blocks: Vec<BlockGrads> = optional_chunks(&mut dx, CHUNK * in_len, batch)
         .into_par_iter()
-        .enumerate()
-        .map_init(Scratch::default, |scratch, (ci, mut dx)| {
-            let s0 = ci * CHUNK;
-            let n = CHUNK.min(batch - s0);
-            let x = &x[s0 * in_len..(s0 + n) * in_len];
+        .zip(saved.inputs.par_chunks(in_lanes))
+        .zip(saved.activations.par_chunks(out_len))
+        .zip(dpooled.par_chunks(CHUNK * pooled_len))
+        .map_init(Scratch::default, |scratch, (((dx, xp), a), dp)| {
             let Scratch {
-                cols,
-                z: dz_t,
-                pad,
-                dz,
+                output,
+                grad,
+                pooled,
+                padded,
+                ..
             } = scratch;
-            dz.resize(n * out_len, 0.0);
-            dz_of(s0, n, dz);
+            let dp_lanes = lane_buffer(pooled, pooled_len);
+            lanes::pack(dp, (d.o, d.ho() / 2, d.wo() / 2), 0, dp_lanes);
+            let dz = lane_buffer(output, out_len);
+            lanes::pool_backward(pool, (d.o, d.ho(), d.wo()), a, dp_lanes, dz);
+            act.backward_from_output(a.as_flattened(), dz.as_flattened_mut());
+            backward_block(d, xp, w, dz, dx, (grad, padded))
+        })
+        .collect();
+    reduce_blocks(d, &blocks, need_dx.then_some(dx))
+}
+
+/// The dense convolution's backward: with dz [n, O] the gradient before
+/// the activation, dW[O, CKK] = dz^T x x and dx[n, CKK] = dz x W.
+#[allow(clippy::too_many_arguments)]
+fn dense_backward(
+    d: &ConvDims,
+    batch: usize,
+    x: &[f32],
+    w: &[f32],
+    y: &[f32],
+    dy: &[f32],
+    act: Act,
+    need_dx: bool,
+) -> ConvGrads {
+    let (in_len, ckk) = (d.in_len(), d.ckk());
+    let mut dx = if need_dx {
+        buffer(batch * in_len)
+    } else {
+        Vec::new()
+    };
+    let chunk_out = CHUNK * d.o;
+    let partials: Vec<(Vec<f32>, Vec<f32>)> = optional_chunks(&mut dx, CHUNK * in_len, batch)
+        .into_par_iter()
+        .zip(x.par_chunks(CHUNK * in_len))
+        .zip(y.par_chunks(chunk_out).zip(dy.par_chunks(chunk_out)))
+        .map(|((dx, x), (y, dy))| {
+            let n = x.len() / in_len;
+            let mut dz = dy.to_vec();
+            act.backward_from_output(y, &mut dz);
             let mut dw = buffer(d.o * ckk);
             let mut db = buffer(d.o);
-            for (i, plane) in dz.chunks_exact(p).enumerate() {
-                db[i % d.o] += plane.iter().sum::<f32>();
+            for row in dz.chunks_exact(d.o) {
+                db.iter_mut().zip(row).for_each(|(a, g)| *a += g);
             }
-            if d.is_dense() {
-                // dz is [n, O]; dW[O, CKK] = dz^T x x; dx[n, CKK] = dz x W.
-                gemm(
-                    d.o,
-                    n,
-                    ckk,
-                    dz,
-                    (1, d.o),
-                    x,
-                    (ckk, 1),
-                    0.0,
-                    &mut dw,
-                    (ckk, 1),
-                );
-                if let Some(dx) = dx {
-                    gemm(n, d.o, ckk, dz, (d.o, 1), w, (ckk, 1), 0.0, dx, (ckk, 1));
-                }
-            } else {
-                // Image groups as in the forward, with dz as [O, G*P].
-                let group = group_size(d);
-                let mut dx_groups = dx.as_deref_mut().map(|dx| dx.chunks_mut(group * in_len));
-                for (gi, (x, dz)) in x
-                    .chunks(group * in_len)
-                    .zip(dz.chunks(group * out_len))
-                    .enumerate()
-                {
-                    let gp = x.len() / in_len * p;
-                    dz_t.resize(d.o * gp, 0.0);
-                    for (s, dz) in dz.chunks_exact(out_len).enumerate() {
-                        for (o, plane) in dz.chunks_exact(p).enumerate() {
-                            dz_t[o * gp + s * p..][..p].copy_from_slice(plane);
-                        }
-                    }
-                    cols.resize(ckk * gp, 0.0);
-                    for (s, x) in x.chunks_exact(in_len).enumerate() {
-                        im2col(d, x, cols, gp, s * p, pad);
-                    }
-                    // dW[O, CKK] (+)= dz[O, G*P] x cols^T[G*P, CKK]
-                    let beta = if gi == 0 { 0.0 } else { 1.0 };
-                    gemm(
-                        d.o,
-                        gp,
-                        ckk,
-                        dz_t,
-                        (gp, 1),
-                        cols,
-                        (1, gp),
-                        beta,
-                        &mut dw,
-                        (ckk, 1),
-                    );
-                    if let Some(dx) = dx_groups.as_mut().and_then(|g| g.next()) {
-                        // dcols[CKK, G*P] = W^T[CKK, O] x dz[O, G*P], reusing cols' memory.
-                        gemm(ckk, d.o, gp, w, (1, ckk), dz_t, (gp, 1), 0.0, cols, (gp, 1));
-                        for (s, dx) in dx.chunks_exact_mut(in_len).enumerate() {
-                            col2im_add(d, cols, gp, s * p, dx, pad);
-                        }
-                    }
-                }
+            gemm(
+                d.o,
+                n,
+                ckk,
+                &dz,
+                (1, d.o),
+                x,
+                (ckk, 1),
+                0.0,
+                &mut dw,
+                (ckk, 1),
+            );
+            if let Some(dx) = dx {
+                gemm(n, d.o, ckk, &dz, (d.o, 1), w, (ckk, 1), 0.0, dx, (ckk, 1));
             }
             (dw, db)
         })
@@ -822,7 +716,7 @@ pub fn pool_backward(
 mod tests {
     use super::*;
 
-    /// Direct convolution by definition, for checking the im2col path.
+    /// Direct convolution by definition, for checking the kernels.
     fn conv_naive(d: &ConvDims, batch: usize, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
         let (ho, wo) = (d.ho(), d.wo());
         let mut out = vec![0.0; batch * d.out_len()];
@@ -871,7 +765,7 @@ mod tests {
     }
 
     #[test]
-    fn im2col_conv_matches_the_definition() {
+    fn conv_matches_the_definition() {
         for d in [
             ConvDims {
                 c: 1,
@@ -916,36 +810,6 @@ mod tests {
                 assert!((f - s).abs() < 1e-4, "{d:?}: {f} vs {s}");
             }
         }
-    }
-
-    #[test]
-    fn col2im_is_the_adjoint_of_im2col() {
-        // <im2col(x), c> == <x, col2im(c)> for any x, c.
-        let d = ConvDims {
-            c: 2,
-            h: 6,
-            w: 7,
-            o: 1,
-            k: 3,
-            pad: 2,
-        };
-        let x = pseudo_random(d.in_len(), 4);
-        let c = pseudo_random(d.ckk() * d.p(), 5);
-        let mut cols = vec![0.0; c.len()];
-        im2col(&d, &x, &mut cols, d.p(), 0, &mut Vec::new());
-        let mut back = vec![0.0; x.len()];
-        col2im_add(&d, &c, d.p(), 0, &mut back, &mut Vec::new());
-        let lhs: f64 = cols
-            .iter()
-            .zip(&c)
-            .map(|(a, b)| (*a as f64) * (*b as f64))
-            .sum();
-        let rhs: f64 = x
-            .iter()
-            .zip(&back)
-            .map(|(a, b)| (*a as f64) * (*b as f64))
-            .sum();
-        assert!((lhs - rhs).abs() < 1e-3, "{lhs} vs {rhs}");
     }
 
     #[test]
@@ -1006,11 +870,19 @@ mod tests {
                 let (inference, _) = conv_pool_forward(&d, batch, &x, &w, &b, act, pool, false);
                 assert_eq!(inference, pooled);
                 assert_eq!(fused, pooled);
-                assert_eq!(saved.activations, y);
+                let mut kept = vec![0.0; y.len()];
+                for (block, out) in saved
+                    .activations
+                    .chunks(d.out_len())
+                    .zip(kept.chunks_mut(CHUNK * d.out_len()))
+                {
+                    lanes::unpack(block, out);
+                }
+                assert_eq!(kept, y);
                 let dp = pseudo_random(pooled.len(), 14);
                 let dy = pool_backward(pool, batch * d.o, d.ho(), d.wo(), &dp, &arg);
                 let two_step = conv_backward(&d, batch, &x, &w, &y, &dy, act, true);
-                let one_step = conv_pool_backward(&d, batch, &x, &w, &saved, &dp, act, pool, true);
+                let one_step = conv_pool_backward(&d, batch, &w, &saved, &dp, act, pool, true);
                 assert_eq!(one_step.dw, two_step.dw);
                 assert_eq!(one_step.db, two_step.db);
                 assert_eq!(one_step.dx, two_step.dx);

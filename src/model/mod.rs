@@ -9,6 +9,8 @@
 pub mod composed;
 pub mod fast;
 pub mod kernels;
+pub mod lanes;
+pub mod simd;
 
 use anyhow::{bail, Result};
 use dfdx::prelude::*;

@@ -1,0 +1,410 @@
+//! Direct convolution on blocks of eight images, one image per SIMD lane.
+//!
+//! A block's feature maps are stored as [C][H][W] of [`Lanes`]: pixel
+//! (c, y, x) of all eight images side by side. Then every multiply-add of
+//! the convolution is one vector FMA for eight images, with no im2col copy,
+//! no ragged row ends (LeNet's rows are 28, 14, 10 and 5 wide) and padding
+//! as plain zero pixels. Each kernel keeps a small tile of outputs in
+//! registers (`OB` output channels x `XB` neighbouring pixels, fixed at
+//! compile time) and streams the inputs and weights past it.
+//!
+//! Everything here works on one block and is `#[inline(always)]`, generic
+//! over [`Simd`], so `with_simd!` compiles it for the CPU's instruction
+//! set; `kernels.rs` cuts batches into blocks and runs them in parallel.
+
+use std::ops::Range;
+
+use super::kernels::{ConvDims, Pool};
+use super::simd::{Lanes, Simd, LANES};
+
+/// Tile sizes (output channels x pixels along a row) of each kernel: at
+/// most 12 accumulators, so that with the loaded inputs and a weight they
+/// fit AVX2's 16 registers.
+const FWD_TILE: (usize, usize) = (6, 2);
+const DW_TILE: (usize, usize) = (2, 5);
+const DX_TILE: (usize, usize) = (6, 2);
+
+/// Copies up to eight images, each [C][H][W] (NCHW, one after the other
+/// in `x`), into lanes with `pad` zero pixels around every plane. Missing
+/// images (a short last block) are zeros. `out` holds [C][H+2p][W+2p].
+pub fn pack(x: &[f32], (c, h, w): (usize, usize, usize), pad: usize, out: &mut [Lanes]) {
+    let (hp, wp) = (h + 2 * pad, w + 2 * pad);
+    let image_len = c * h * w;
+    assert!(x.len() <= LANES * image_len && x.len() % image_len == 0);
+    assert_eq!(out.len(), c * hp * wp);
+    out.fill([0.0; LANES]);
+    for (lane, image) in x.chunks_exact(image_len).enumerate() {
+        for (row, src) in image.chunks_exact(w).enumerate() {
+            let (ch, y) = (row / h, row % h);
+            let dst = &mut out[(ch * hp + y + pad) * wp + pad..][..w];
+            for (px, v) in dst.iter_mut().zip(src) {
+                px[lane] = *v;
+            }
+        }
+    }
+}
+
+/// The inverse of an unpadded `pack`: lane `i` of `planes` becomes image
+/// `i` of `out` (as many images as `out` holds).
+pub fn unpack(planes: &[Lanes], out: &mut [f32]) {
+    let image_len = planes.len();
+    assert!(out.len() <= LANES * image_len && out.len() % image_len == 0);
+    for (lane, image) in out.chunks_exact_mut(image_len).enumerate() {
+        for (v, px) in image.iter_mut().zip(planes) {
+            *v = px[lane];
+        }
+    }
+}
+
+/// Sums the lanes of each vector in order (images 0..8 of the block).
+pub fn sum_lanes(v: &[Lanes]) -> impl Iterator<Item = f32> + '_ {
+    v.iter().map(|l| l.iter().sum())
+}
+
+/// Height and width of the input once padded.
+pub fn padded_hw(d: &ConvDims) -> (usize, usize) {
+    (d.h + 2 * d.pad, d.w + 2 * d.pad)
+}
+
+/// `z = conv(x, w) + b` for one block: `xp` is the input packed with the
+/// convolution's padding, `z` is [O][Ho][Wo].
+#[inline(always)]
+pub fn conv_forward<S: Simd>(
+    s: S,
+    d: &ConvDims,
+    xp: &[Lanes],
+    w: &[f32],
+    b: &[f32],
+    z: &mut [Lanes],
+) {
+    let (hp, wp) = padded_hw(d);
+    assert_eq!(xp.len(), d.c * hp * wp);
+    assert_eq!(
+        (w.len(), b.len(), z.len()),
+        (d.o * d.ckk(), d.o, d.out_len())
+    );
+    const OB: usize = FWD_TILE.0;
+    const XB: usize = FWD_TILE.1;
+    let (o_main, x_main) = (d.o - d.o % OB, d.wo() - d.wo() % XB);
+    let (os, xs) = ((0..o_main, o_main..d.o), (0..x_main, x_main..d.wo()));
+    forward_tiles::<S, OB, XB>(s, d, xp, w, b, z, os.0.clone(), xs.0.clone());
+    forward_tiles::<S, OB, 1>(s, d, xp, w, b, z, os.0, xs.1.clone());
+    forward_tiles::<S, 1, XB>(s, d, xp, w, b, z, os.1.clone(), xs.0);
+    forward_tiles::<S, 1, 1>(s, d, xp, w, b, z, os.1, xs.1);
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn forward_tiles<S: Simd, const OB: usize, const XB: usize>(
+    s: S,
+    d: &ConvDims,
+    xp: &[Lanes],
+    w: &[f32],
+    b: &[f32],
+    z: &mut [Lanes],
+    os: Range<usize>,
+    xs: Range<usize>,
+) {
+    let (hp, wp) = padded_hw(d);
+    let (ho, wo, k, ckk) = (d.ho(), d.wo(), d.k, d.ckk());
+    for o0 in os.step_by(OB) {
+        let w_rows: [&[f32]; OB] = core::array::from_fn(|ob| &w[(o0 + ob) * ckk..][..ckk]);
+        for y in 0..ho {
+            for x0 in xs.clone().step_by(XB) {
+                let mut acc = [[s.zero(); XB]; OB];
+                for ob in 0..OB {
+                    for a in &mut acc[ob] {
+                        *a = s.splat(b[o0 + ob]);
+                    }
+                }
+                for c in 0..d.c {
+                    for i in 0..k {
+                        let row = &xp[(c * hp + y + i) * wp + x0..][..XB + k - 1];
+                        let tap0 = (c * k + i) * k;
+                        for j in 0..k {
+                            let mut v = [s.zero(); XB];
+                            for xb in 0..XB {
+                                v[xb] = s.load(&row[j + xb]);
+                            }
+                            for ob in 0..OB {
+                                let wv = s.splat(w_rows[ob][tap0 + j]);
+                                for xb in 0..XB {
+                                    acc[ob][xb] = s.mul_add(wv, v[xb], acc[ob][xb]);
+                                }
+                            }
+                        }
+                    }
+                }
+                for ob in 0..OB {
+                    let out = &mut z[((o0 + ob) * ho + y) * wo + x0..][..XB];
+                    for xb in 0..XB {
+                        s.store(&mut out[xb], acc[ob][xb]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds to `dw` ([O * CKK] vectors, one partial sum per lane) the weight
+/// gradient of one block: `dw[o][c][i][j] += sum over (y, x) of
+/// dz[o][y][x] * xp[c][y+i][x+j]`, with `dz` [O][Ho][Wo] the gradient of
+/// the convolution's output.
+#[inline(always)]
+pub fn conv_weight_grad<S: Simd>(s: S, d: &ConvDims, xp: &[Lanes], dz: &[Lanes], dw: &mut [Lanes]) {
+    let (hp, wp) = padded_hw(d);
+    assert_eq!(xp.len(), d.c * hp * wp);
+    assert_eq!((dz.len(), dw.len()), (d.out_len(), d.o * d.ckk()));
+    const OB: usize = DW_TILE.0;
+    const JB: usize = DW_TILE.1;
+    let (o_main, j_main) = (d.o - d.o % OB, d.k - d.k % JB);
+    let (os, js) = ((0..o_main, o_main..d.o), (0..j_main, j_main..d.k));
+    weight_grad_tiles::<S, OB, JB>(s, d, xp, dz, dw, os.0.clone(), js.0.clone());
+    weight_grad_tiles::<S, OB, 1>(s, d, xp, dz, dw, os.0, js.1.clone());
+    weight_grad_tiles::<S, 1, JB>(s, d, xp, dz, dw, os.1.clone(), js.0);
+    weight_grad_tiles::<S, 1, 1>(s, d, xp, dz, dw, os.1, js.1);
+}
+
+#[inline(always)]
+fn weight_grad_tiles<S: Simd, const OB: usize, const JB: usize>(
+    s: S,
+    d: &ConvDims,
+    xp: &[Lanes],
+    dz: &[Lanes],
+    dw: &mut [Lanes],
+    os: Range<usize>,
+    js: Range<usize>,
+) {
+    let (hp, wp) = padded_hw(d);
+    let (ho, wo, k, ckk) = (d.ho(), d.wo(), d.k, d.ckk());
+    for o0 in os.step_by(OB) {
+        for c in 0..d.c {
+            for i in 0..k {
+                for j0 in js.clone().step_by(JB) {
+                    let mut acc = [[s.zero(); JB]; OB];
+                    for y in 0..ho {
+                        let row = &xp[(c * hp + y + i) * wp + j0..][..wo + JB - 1];
+                        let dz_rows: [&[Lanes]; OB] =
+                            core::array::from_fn(|ob| &dz[((o0 + ob) * ho + y) * wo..][..wo]);
+                        for x in 0..wo {
+                            let mut g = [s.zero(); OB];
+                            for ob in 0..OB {
+                                g[ob] = s.load(&dz_rows[ob][x]);
+                            }
+                            for jb in 0..JB {
+                                let v = s.load(&row[x + jb]);
+                                for ob in 0..OB {
+                                    acc[ob][jb] = s.mul_add(g[ob], v, acc[ob][jb]);
+                                }
+                            }
+                        }
+                    }
+                    for ob in 0..OB {
+                        let at = (o0 + ob) * ckk + (c * k + i) * k + j0;
+                        for jb in 0..JB {
+                            let sum = s.add(s.load(&dw[at + jb]), acc[ob][jb]);
+                            s.store(&mut dw[at + jb], sum);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds to `db` ([O] vectors) the bias gradient of one block: the sum of `dz` per channel.
+#[inline(always)]
+pub fn conv_bias_grad<S: Simd>(s: S, d: &ConvDims, dz: &[Lanes], db: &mut [Lanes]) {
+    for (plane, db) in dz.chunks_exact(d.p()).zip(db) {
+        let mut acc = s.load(db);
+        for px in plane {
+            acc = s.add(acc, s.load(px));
+        }
+        s.store(db, acc);
+    }
+}
+
+/// Writes into `dx` ([C][H][W], unpadded) the input gradient of one block:
+/// `dx[c][y][x] = sum of w[o][c][i][j] * dz[o][y+pad-i][x+pad-j]` over
+/// the (o, i, j) that reach a real output. `dzp` is scratch for `dz` with
+/// K-1 zero columns on both sides, so that only the rows need bounds.
+#[inline(always)]
+pub fn conv_input_grad<S: Simd>(
+    s: S,
+    d: &ConvDims,
+    dz: &[Lanes],
+    w: &[f32],
+    dx: &mut [Lanes],
+    dzp: &mut Vec<Lanes>,
+) {
+    assert_eq!(
+        (dz.len(), w.len(), dx.len()),
+        (d.out_len(), d.o * d.ckk(), d.in_len())
+    );
+    pack_columns_padded(dz, d.wo(), d.k - 1, dzp);
+    const CB: usize = DX_TILE.0;
+    const XB: usize = DX_TILE.1;
+    let (c_main, x_main) = (d.c - d.c % CB, d.w - d.w % XB);
+    let (cs, xs) = ((0..c_main, c_main..d.c), (0..x_main, x_main..d.w));
+    input_grad_tiles::<S, CB, XB>(s, d, dzp, w, dx, cs.0.clone(), xs.0.clone());
+    input_grad_tiles::<S, CB, 1>(s, d, dzp, w, dx, cs.0, xs.1.clone());
+    input_grad_tiles::<S, 1, XB>(s, d, dzp, w, dx, cs.1.clone(), xs.0);
+    input_grad_tiles::<S, 1, 1>(s, d, dzp, w, dx, cs.1, xs.1);
+}
+
+/// Copies rows of `width` pixels into `out` with `pad` zero pixels on both ends.
+fn pack_columns_padded(rows: &[Lanes], width: usize, pad: usize, out: &mut Vec<Lanes>) {
+    let wide = width + 2 * pad;
+    out.clear();
+    out.resize(rows.len() / width * wide, [0.0; LANES]);
+    for (src, dst) in rows.chunks_exact(width).zip(out.chunks_exact_mut(wide)) {
+        dst[pad..pad + width].copy_from_slice(src);
+    }
+}
+
+#[inline(always)]
+fn input_grad_tiles<S: Simd, const CB: usize, const XB: usize>(
+    s: S,
+    d: &ConvDims,
+    dzp: &[Lanes],
+    w: &[f32],
+    dx: &mut [Lanes],
+    cs: Range<usize>,
+    xs: Range<usize>,
+) {
+    let (ho, k, kk, ckk) = (d.ho(), d.k, d.k * d.k, d.ckk());
+    let wide = d.wo() + 2 * (k - 1);
+    for c0 in cs.step_by(CB) {
+        for y in 0..d.h {
+            // Kernel rows i that reach an output row: 0 <= y + pad - i < Ho.
+            let i_lo = (y + d.pad).saturating_sub(ho - 1);
+            let i_hi = (y + d.pad).min(k - 1);
+            for x0 in xs.clone().step_by(XB) {
+                let mut acc = [[s.zero(); XB]; CB];
+                for o in 0..d.o {
+                    for i in i_lo..=i_hi {
+                        let dz_row = &dzp[(o * ho + y + d.pad - i) * wide..][..wide];
+                        let tap0 = o * ckk + c0 * kk + i * k;
+                        for j in 0..k {
+                            // Output column x + pad - j, shifted by the K-1 padding.
+                            let col = x0 + d.pad + (k - 1) - j;
+                            let mut v = [s.zero(); XB];
+                            for xb in 0..XB {
+                                v[xb] = s.load(&dz_row[col + xb]);
+                            }
+                            for cb in 0..CB {
+                                let wv = s.splat(w[tap0 + cb * kk + j]);
+                                for xb in 0..XB {
+                                    acc[cb][xb] = s.mul_add(wv, v[xb], acc[cb][xb]);
+                                }
+                            }
+                        }
+                    }
+                }
+                for cb in 0..CB {
+                    let out = &mut dx[((c0 + cb) * d.h + y) * d.w + x0..][..XB];
+                    for xb in 0..XB {
+                        s.store(&mut out[xb], acc[cb][xb]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// 2x2, stride 2 pooling of `planes` planes of `h` x `w` pixels.
+#[multiversion::multiversion(targets = "simd")]
+pub fn pool_forward(
+    kind: Pool,
+    (planes, h, w): (usize, usize, usize),
+    a: &[Lanes],
+    p: &mut [Lanes],
+) {
+    let (ho, wo) = (h / 2, w / 2);
+    assert_eq!((a.len(), p.len()), (planes * h * w, planes * ho * wo));
+    for (r, out) in p.chunks_exact_mut(wo).enumerate() {
+        let (plane, oy) = (r / ho, r % ho);
+        let top = &a[plane * h * w + 2 * oy * w..][..w];
+        let bottom = &a[plane * h * w + (2 * oy + 1) * w..][..w];
+        for (ox, out) in out.iter_mut().enumerate() {
+            let (q0, q1, q2, q3) = (
+                &top[2 * ox],
+                &top[2 * ox + 1],
+                &bottom[2 * ox],
+                &bottom[2 * ox + 1],
+            );
+            for l in 0..LANES {
+                out[l] = match kind {
+                    Pool::Avg => (q0[l] + q1[l] + q2[l] + q3[l]) * 0.25,
+                    Pool::Max => max_of_four(q0[l], q1[l], q2[l], q3[l]).0,
+                };
+            }
+        }
+    }
+}
+
+/// The largest of a window's four values and which one it is (the first
+/// on ties, as PyTorch routes the gradient), as a tournament of selects so
+/// that loops over it vectorize.
+#[inline(always)]
+fn max_of_four(q0: f32, q1: f32, q2: f32, q3: f32) -> (f32, u8) {
+    let (m1, i1) = if q1 > q0 { (q1, 1u8) } else { (q0, 0u8) };
+    let (m2, i2) = if q3 > q2 { (q3, 3u8) } else { (q2, 2u8) };
+    if m2 > m1 {
+        (m2, i2)
+    } else {
+        (m1, i1)
+    }
+}
+
+/// Backward of `pool_forward`: writes into `da` the gradient w.r.t. the
+/// pooled activations `a`, given `dp`, the gradient w.r.t. the pooled
+/// output. Max pooling finds each window's winner again from `a`.
+#[multiversion::multiversion(targets = "simd")]
+pub fn pool_backward(
+    kind: Pool,
+    (planes, h, w): (usize, usize, usize),
+    a: &[Lanes],
+    dp: &[Lanes],
+    da: &mut [Lanes],
+) {
+    let (ho, wo) = (h / 2, w / 2);
+    assert_eq!(
+        (a.len(), da.len(), dp.len()),
+        (planes * h * w, planes * h * w, planes * ho * wo)
+    );
+    for (r, dp) in dp.chunks_exact(wo).enumerate() {
+        let (plane, oy) = (r / ho, r % ho);
+        let base = plane * h * w + 2 * oy * w;
+        let (top_a, bottom_a) = a[base..base + 2 * w].split_at(w);
+        let (top, bottom) = da[base..base + 2 * w].split_at_mut(w);
+        for (ox, g) in dp.iter().enumerate() {
+            let (x0, x1) = (2 * ox, 2 * ox + 1);
+            for l in 0..LANES {
+                let g = g[l];
+                let grads = match kind {
+                    Pool::Avg => [0.25 * g; 4],
+                    Pool::Max => {
+                        let (_, at) = max_of_four(
+                            top_a[x0][l],
+                            top_a[x1][l],
+                            bottom_a[x0][l],
+                            bottom_a[x1][l],
+                        );
+                        // Selects rather than an indexed store, so it vectorizes.
+                        [
+                            if at == 0 { g } else { 0.0 },
+                            if at == 1 { g } else { 0.0 },
+                            if at == 2 { g } else { 0.0 },
+                            if at == 3 { g } else { 0.0 },
+                        ]
+                    }
+                };
+                top[x0][l] = grads[0];
+                top[x1][l] = grads[1];
+                bottom[x0][l] = grads[2];
+                bottom[x1][l] = grads[3];
+            }
+        }
+    }
+}

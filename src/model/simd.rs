@@ -1,0 +1,196 @@
+//! Eight f32 lanes, with a runtime choice between AVX2+FMA and portable code.
+//!
+//! The convolution kernels (`lanes.rs`) put eight images side by side, one
+//! per lane, so every vector operation does the same work for eight images
+//! and no shape in LeNet-5 ever leaves a ragged edge. The width is fixed at
+//! eight whatever the CPU (AVX-512 would offer sixteen), because the batch
+//! is cut into blocks of that many images and results must not depend on
+//! the machine's SIMD width beyond rounding.
+//!
+//! Kernels are written once, generic over [`Simd`], and marked
+//! `#[inline(always)]`; [`with_simd!`] runs a kernel call inside a function
+//! compiled for AVX2+FMA when the CPU has them (checked once, at run time)
+//! and as portable code otherwise, so release builds stay portable.
+
+/// Floats per vector: the images in one block.
+pub const LANES: usize = 8;
+
+/// One value per image of a block.
+pub type Lanes = [f32; LANES];
+
+/// The vector operations the kernels use.
+pub trait Simd: Copy {
+    type V: Copy;
+    fn zero(self) -> Self::V;
+    fn splat(self, x: f32) -> Self::V;
+    fn load(self, from: &Lanes) -> Self::V;
+    fn store(self, to: &mut Lanes, v: Self::V);
+    fn add(self, a: Self::V, b: Self::V) -> Self::V;
+    /// `a * b + c`; fused (one rounding) where the CPU has FMA.
+    fn mul_add(self, a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+}
+
+/// Plain arrays: what the compiler makes of them on any CPU.
+#[derive(Debug, Clone, Copy)]
+pub struct Portable;
+
+impl Simd for Portable {
+    type V = Lanes;
+    #[inline(always)]
+    fn zero(self) -> Lanes {
+        [0.0; LANES]
+    }
+    #[inline(always)]
+    fn splat(self, x: f32) -> Lanes {
+        [x; LANES]
+    }
+    #[inline(always)]
+    fn load(self, from: &Lanes) -> Lanes {
+        *from
+    }
+    #[inline(always)]
+    fn store(self, to: &mut Lanes, v: Lanes) {
+        *to = v;
+    }
+    #[inline(always)]
+    fn add(self, a: Lanes, b: Lanes) -> Lanes {
+        std::array::from_fn(|l| a[l] + b[l])
+    }
+    #[inline(always)]
+    fn mul_add(self, a: Lanes, b: Lanes, c: Lanes) -> Lanes {
+        std::array::from_fn(|l| a[l] * b[l] + c[l])
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub use x86::{run_avx2_fma, Avx2Fma};
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{Lanes, Simd};
+    use std::arch::x86_64::*;
+
+    /// AVX2 + FMA. The only way to get one is [`Avx2Fma::detect`], so
+    /// holding one proves the CPU has the instructions its methods use.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Avx2Fma(());
+
+    impl Avx2Fma {
+        pub fn detect() -> Option<Self> {
+            (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+                .then_some(Avx2Fma(()))
+        }
+    }
+
+    // SAFETY (every method): an `Avx2Fma` exists only on CPUs with AVX2
+    // and FMA, and the loads and stores go through references to whole
+    // eight-float arrays (unaligned access is allowed).
+    impl Simd for Avx2Fma {
+        type V = __m256;
+        #[inline(always)]
+        fn zero(self) -> __m256 {
+            unsafe { _mm256_setzero_ps() }
+        }
+        #[inline(always)]
+        fn splat(self, x: f32) -> __m256 {
+            unsafe { _mm256_set1_ps(x) }
+        }
+        #[inline(always)]
+        fn load(self, from: &Lanes) -> __m256 {
+            unsafe { _mm256_loadu_ps(from.as_ptr()) }
+        }
+        #[inline(always)]
+        fn store(self, to: &mut Lanes, v: __m256) {
+            unsafe { _mm256_storeu_ps(to.as_mut_ptr(), v) }
+        }
+        #[inline(always)]
+        fn add(self, a: __m256, b: __m256) -> __m256 {
+            unsafe { _mm256_add_ps(a, b) }
+        }
+        #[inline(always)]
+        fn mul_add(self, a: __m256, b: __m256, c: __m256) -> __m256 {
+            unsafe { _mm256_fmadd_ps(a, b, c) }
+        }
+    }
+
+    /// Runs `f` in a function compiled for AVX2 and FMA, so that the
+    /// `#[inline(always)]` kernel code inside `f` is compiled for them too.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA: call it with the `Avx2Fma` from
+    /// `detect()` in hand.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn run_avx2_fma<R>(f: impl FnOnce() -> R) -> R {
+        f()
+    }
+}
+
+/// The AVX2+FMA path, when this CPU has it (std caches the detection).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub fn avx2_fma() -> Option<Avx2Fma> {
+    Avx2Fma::detect()
+}
+
+/// `with_simd!(|s| kernel(s, args...))`: evaluates the body with `s` the
+/// best [`Simd`] this CPU has, compiled for that instruction set.
+macro_rules! with_simd {
+    (|$s:ident| $body:expr) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            if let Some($s) = $crate::model::simd::avx2_fma() {
+                // SAFETY: `avx2_fma()` returned Some, so the CPU has AVX2 and FMA.
+                unsafe {
+                    $crate::model::simd::run_avx2_fma(
+                        #[inline(always)]
+                        || $body,
+                    )
+                }
+            } else {
+                let $s = $crate::model::simd::Portable;
+                $body
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let $s = $crate::model::simd::Portable;
+            $body
+        }
+    }};
+}
+pub(crate) use with_simd;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fma_sum<S: Simd>(s: S, a: &[Lanes], b: &[Lanes]) -> Lanes {
+        let mut acc = s.zero();
+        for (x, y) in a.iter().zip(b) {
+            acc = s.mul_add(s.load(x), s.load(y), acc);
+        }
+        acc = s.add(acc, s.splat(0.5));
+        let mut out = [0.0; LANES];
+        s.store(&mut out, acc);
+        out
+    }
+
+    #[test]
+    fn both_instruction_sets_compute_the_same() {
+        let a: Vec<Lanes> = (0..5)
+            .map(|i| std::array::from_fn(|l| (i * 8 + l) as f32 * 0.25))
+            .collect();
+        let b: Vec<Lanes> = (0..5)
+            .map(|i| std::array::from_fn(|l| l as f32 - i as f32))
+            .collect();
+        // Small integers and quarters: exact with or without fusing.
+        let want: Lanes = std::array::from_fn(|l| {
+            (0..5)
+                .map(|i| (i * 8 + l) as f32 * 0.25 * (l as f32 - i as f32))
+                .sum::<f32>()
+                + 0.5
+        });
+        assert_eq!(fma_sum(Portable, &a, &b), want);
+        assert_eq!(with_simd!(|s| fma_sum(s, &a, &b)), want);
+    }
+}
