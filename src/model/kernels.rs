@@ -12,6 +12,8 @@
 //! block and the block sums added in block order, so results do not
 //! depend on the number of threads.
 
+use std::sync::Mutex;
+
 use rayon::prelude::*;
 
 use super::lanes;
@@ -295,6 +297,35 @@ pub struct ConvPoolSaved {
     pub activations: Vec<Lanes>,
 }
 
+/// Buffers of finished backward passes, reused by the next forward: fresh
+/// zeroed megabytes every step cost more than the pooling itself.
+static SPARE_BUFFERS: Mutex<Vec<Vec<Lanes>>> = Mutex::new(Vec::new());
+
+/// A buffer of `len` lane pixels with stale contents, for a caller that
+/// overwrites all of them.
+fn spare_buffer(len: usize) -> Vec<Lanes> {
+    let fitting = SPARE_BUFFERS.lock().ok().and_then(|mut spare| {
+        let at = spare.iter().position(|buf| buf.capacity() >= len)?;
+        Some(spare.swap_remove(at))
+    });
+    let mut buf = fitting.unwrap_or_else(|| Vec::with_capacity(len));
+    buf.resize(len, [0.0; LANES]);
+    buf
+}
+
+impl Drop for ConvPoolSaved {
+    fn drop(&mut self) {
+        const KEEP: usize = 8;
+        if let Ok(mut spare) = SPARE_BUFFERS.lock() {
+            for buf in [&mut self.inputs, &mut self.activations] {
+                if buf.capacity() > 0 && spare.len() < KEEP {
+                    spare.push(std::mem::take(buf));
+                }
+            }
+        }
+    }
+}
+
 /// `pool(act(conv(x, w) + b))` in one pass over each block, so the large
 /// pre-pool activations never become a tensor of their own. They are kept
 /// (with the packed input) for the backward only when `keep` is set
@@ -322,8 +353,8 @@ pub fn conv_pool_forward(
     let blocks = batch.div_ceil(CHUNK);
     let kept = if keep { blocks } else { 0 };
     let mut saved = ConvPoolSaved {
-        inputs: vec![[0.0; LANES]; kept * in_lanes],
-        activations: vec![[0.0; LANES]; kept * out_lanes],
+        inputs: spare_buffer(kept * in_lanes),
+        activations: spare_buffer(kept * out_lanes),
     };
     let mut kept_blocks: Vec<Option<(&mut [Lanes], &mut [Lanes])>> = saved
         .inputs
@@ -351,7 +382,7 @@ pub fn conv_pool_forward(
             };
             forward_block(d, x, w, b, act, xp, a);
             let p = lane_buffer(p, pooled_len);
-            lanes::pool_forward(pool, (d.o, ho, wo), a, p);
+            with_simd!(|s| lanes::pool_forward(s, pool, (d.o, ho, wo), a, p));
             lanes::unpack(p, y);
         });
     (pooled, saved)
@@ -365,24 +396,20 @@ pub struct ConvGrads {
     pub db: Vec<f32>,
 }
 
-/// One block's share of the weight and bias gradients, per lane.
+/// One block's share of the weight and bias gradients.
 struct BlockGrads {
-    dw: Vec<Lanes>,
-    db: Vec<Lanes>,
+    dw: Vec<f32>,
+    db: Vec<f32>,
 }
 
-/// Sums the blocks' lanes, block after block: the same order for any
-/// number of threads.
+/// Adds up the blocks' gradients, block after block: the same order for
+/// any number of threads.
 fn reduce_blocks(d: &ConvDims, blocks: &[BlockGrads], dx: Option<Vec<f32>>) -> ConvGrads {
     let mut dw = buffer(d.o * d.ckk());
     let mut db = buffer(d.o);
     for block in blocks {
-        dw.iter_mut()
-            .zip(lanes::sum_lanes(&block.dw))
-            .for_each(|(a, g)| *a += g);
-        db.iter_mut()
-            .zip(lanes::sum_lanes(&block.db))
-            .for_each(|(a, g)| *a += g);
+        add_assign(&mut dw, &block.dw);
+        add_assign(&mut db, &block.db);
     }
     ConvGrads { dx, dw, db }
 }
@@ -399,8 +426,8 @@ fn backward_block(
     (dx_lanes, padded): (&mut Vec<Lanes>, &mut Vec<Lanes>),
 ) -> BlockGrads {
     let mut grads = BlockGrads {
-        dw: vec![[0.0; LANES]; d.o * d.ckk()],
-        db: vec![[0.0; LANES]; d.o],
+        dw: buffer(d.o * d.ckk()),
+        db: buffer(d.o),
     };
     with_simd!(|s| {
         lanes::conv_weight_grad(s, d, xp, dz, &mut grads.dw);
@@ -510,16 +537,21 @@ pub fn conv_pool_backward(
             let dp_lanes = lane_buffer(pooled, pooled_len);
             lanes::pack(dp, (d.o, d.ho() / 2, d.wo() / 2), 0, dp_lanes);
             let dz = lane_buffer(output, out_len);
-            lanes::pool_backward(pool, (d.o, d.ho(), d.wo()), a, dp_lanes, dz);
-            act.backward_from_output(a.as_flattened(), dz.as_flattened_mut());
+            let dims = (d.o, d.ho(), d.wo());
+            with_simd!(|s| lanes::pool_act_backward(s, pool, act, dims, a, dp_lanes, dz));
             backward_block(d, xp, w, dz, dx, (grad, padded))
         })
         .collect();
     reduce_blocks(d, &blocks, need_dx.then_some(dx))
 }
 
+/// Output channels per weight-gradient product of the dense backward: a
+/// fixed split, so that the sums do not depend on the number of threads.
+const DENSE_BAND: usize = 20;
+
 /// The dense convolution's backward: with dz [n, O] the gradient before
-/// the activation, dW[O, CKK] = dz^T x x and dx[n, CKK] = dz x W.
+/// the activation, dW[O, CKK] = dz^T x x over the whole batch (in bands of
+/// output channels, in parallel) and dx[n, CKK] = dz x W (per chunk).
 #[allow(clippy::too_many_arguments)]
 fn dense_backward(
     d: &ConvDims,
@@ -531,50 +563,50 @@ fn dense_backward(
     act: Act,
     need_dx: bool,
 ) -> ConvGrads {
-    let (in_len, ckk) = (d.in_len(), d.ckk());
+    let (in_len, ckk, o) = (d.in_len(), d.ckk(), d.o);
+    let mut dz = dy.to_vec();
+    act.backward_from_output(y, &mut dz);
+    let mut db = buffer(o);
+    for row in dz.chunks_exact(o) {
+        add_assign(&mut db, row);
+    }
+    let mut dw = buffer(o * ckk);
     let mut dx = if need_dx {
         buffer(batch * in_len)
     } else {
         Vec::new()
     };
-    let chunk_out = CHUNK * d.o;
-    let partials: Vec<(Vec<f32>, Vec<f32>)> = optional_chunks(&mut dx, CHUNK * in_len, batch)
-        .into_par_iter()
-        .zip(x.par_chunks(CHUNK * in_len))
-        .zip(y.par_chunks(chunk_out).zip(dy.par_chunks(chunk_out)))
-        .map(|((dx, x), (y, dy))| {
-            let n = x.len() / in_len;
-            let mut dz = dy.to_vec();
-            act.backward_from_output(y, &mut dz);
-            let mut dw = buffer(d.o * ckk);
-            let mut db = buffer(d.o);
-            for row in dz.chunks_exact(d.o) {
-                db.iter_mut().zip(row).for_each(|(a, g)| *a += g);
-            }
-            gemm(
-                d.o,
-                n,
-                ckk,
-                &dz,
-                (1, d.o),
-                x,
-                (ckk, 1),
-                0.0,
-                &mut dw,
-                (ckk, 1),
-            );
-            if let Some(dx) = dx {
-                gemm(n, d.o, ckk, &dz, (d.o, 1), w, (ckk, 1), 0.0, dx, (ckk, 1));
-            }
-            (dw, db)
-        })
-        .collect();
-    let mut dw = buffer(d.o * ckk);
-    let mut db = buffer(d.o);
-    for (pw, pb) in &partials {
-        add_assign(&mut dw, pw);
-        add_assign(&mut db, pb);
-    }
+    let dz = &dz;
+    rayon::join(
+        || {
+            dw.par_chunks_mut(DENSE_BAND * ckk)
+                .enumerate()
+                .for_each(|(band, dw)| {
+                    let rows = dw.len() / ckk;
+                    let dz_t = &dz[band * DENSE_BAND..];
+                    gemm(
+                        rows,
+                        batch,
+                        ckk,
+                        dz_t,
+                        (1, o),
+                        x,
+                        (ckk, 1),
+                        0.0,
+                        dw,
+                        (ckk, 1),
+                    );
+                })
+        },
+        || {
+            dx.par_chunks_mut(CHUNK * in_len)
+                .zip(dz.par_chunks(CHUNK * o))
+                .for_each(|(dx, dz)| {
+                    let n = dz.len() / o;
+                    gemm(n, o, ckk, dz, (o, 1), w, (ckk, 1), 0.0, dx, (ckk, 1));
+                })
+        },
+    );
     ConvGrads {
         dx: need_dx.then_some(dx),
         dw,

@@ -14,7 +14,7 @@
 
 use std::ops::Range;
 
-use super::kernels::{ConvDims, Pool};
+use super::kernels::{Act, ConvDims, Pool};
 use super::simd::{Lanes, Simd, LANES};
 
 /// Tile sizes (output channels x pixels along a row) of each kernel: at
@@ -56,9 +56,12 @@ pub fn unpack(planes: &[Lanes], out: &mut [f32]) {
     }
 }
 
-/// Sums the lanes of each vector in order (images 0..8 of the block).
-pub fn sum_lanes(v: &[Lanes]) -> impl Iterator<Item = f32> + '_ {
-    v.iter().map(|l| l.iter().sum())
+/// The sum of a vector's lanes, in lane order (images 0..8 of the block).
+#[inline(always)]
+fn sum_lanes<S: Simd>(s: S, v: S::V) -> f32 {
+    let mut lanes = [0.0; LANES];
+    s.store(&mut lanes, v);
+    lanes.iter().sum()
 }
 
 /// Height and width of the input once padded.
@@ -146,12 +149,12 @@ fn forward_tiles<S: Simd, const OB: usize, const XB: usize>(
     }
 }
 
-/// Adds to `dw` ([O * CKK] vectors, one partial sum per lane) the weight
-/// gradient of one block: `dw[o][c][i][j] += sum over (y, x) of
-/// dz[o][y][x] * xp[c][y+i][x+j]`, with `dz` [O][Ho][Wo] the gradient of
-/// the convolution's output.
+/// Writes into `dw` [O * CKK] the weight gradient of one block:
+/// `dw[o][c][i][j] = sum over (y, x) and the lanes of dz[o][y][x] *
+/// xp[c][y+i][x+j]`, with `dz` [O][Ho][Wo] the gradient of the
+/// convolution's output.
 #[inline(always)]
-pub fn conv_weight_grad<S: Simd>(s: S, d: &ConvDims, xp: &[Lanes], dz: &[Lanes], dw: &mut [Lanes]) {
+pub fn conv_weight_grad<S: Simd>(s: S, d: &ConvDims, xp: &[Lanes], dz: &[Lanes], dw: &mut [f32]) {
     let (hp, wp) = padded_hw(d);
     assert_eq!(xp.len(), d.c * hp * wp);
     assert_eq!((dz.len(), dw.len()), (d.out_len(), d.o * d.ckk()));
@@ -171,7 +174,7 @@ fn weight_grad_tiles<S: Simd, const OB: usize, const JB: usize>(
     d: &ConvDims,
     xp: &[Lanes],
     dz: &[Lanes],
-    dw: &mut [Lanes],
+    dw: &mut [f32],
     os: Range<usize>,
     js: Range<usize>,
 ) {
@@ -202,8 +205,7 @@ fn weight_grad_tiles<S: Simd, const OB: usize, const JB: usize>(
                     for ob in 0..OB {
                         let at = (o0 + ob) * ckk + (c * k + i) * k + j0;
                         for jb in 0..JB {
-                            let sum = s.add(s.load(&dw[at + jb]), acc[ob][jb]);
-                            s.store(&mut dw[at + jb], sum);
+                            dw[at + jb] = sum_lanes(s, acc[ob][jb]);
                         }
                     }
                 }
@@ -212,15 +214,15 @@ fn weight_grad_tiles<S: Simd, const OB: usize, const JB: usize>(
     }
 }
 
-/// Adds to `db` ([O] vectors) the bias gradient of one block: the sum of `dz` per channel.
+/// Writes into `db` [O] the bias gradient of one block: the sum of `dz` per channel.
 #[inline(always)]
-pub fn conv_bias_grad<S: Simd>(s: S, d: &ConvDims, dz: &[Lanes], db: &mut [Lanes]) {
+pub fn conv_bias_grad<S: Simd>(s: S, d: &ConvDims, dz: &[Lanes], db: &mut [f32]) {
     for (plane, db) in dz.chunks_exact(d.p()).zip(db) {
-        let mut acc = s.load(db);
+        let mut acc = s.zero();
         for px in plane {
             acc = s.add(acc, s.load(px));
         }
-        s.store(db, acc);
+        *db = sum_lanes(s, acc);
     }
 }
 
@@ -313,8 +315,9 @@ fn input_grad_tiles<S: Simd, const CB: usize, const XB: usize>(
 }
 
 /// 2x2, stride 2 pooling of `planes` planes of `h` x `w` pixels.
-#[multiversion::multiversion(targets = "simd")]
-pub fn pool_forward(
+#[inline(always)]
+pub fn pool_forward<S: Simd>(
+    s: S,
     kind: Pool,
     (planes, h, w): (usize, usize, usize),
     a: &[Lanes],
@@ -322,89 +325,110 @@ pub fn pool_forward(
 ) {
     let (ho, wo) = (h / 2, w / 2);
     assert_eq!((a.len(), p.len()), (planes * h * w, planes * ho * wo));
+    let quarter = s.splat(0.25);
     for (r, out) in p.chunks_exact_mut(wo).enumerate() {
-        let (plane, oy) = (r / ho, r % ho);
-        let top = &a[plane * h * w + 2 * oy * w..][..w];
-        let bottom = &a[plane * h * w + (2 * oy + 1) * w..][..w];
+        let (top, bottom) = window_rows(a, r, ho, w);
         for (ox, out) in out.iter_mut().enumerate() {
-            let (q0, q1, q2, q3) = (
-                &top[2 * ox],
-                &top[2 * ox + 1],
-                &bottom[2 * ox],
-                &bottom[2 * ox + 1],
-            );
-            for l in 0..LANES {
-                out[l] = match kind {
-                    Pool::Avg => (q0[l] + q1[l] + q2[l] + q3[l]) * 0.25,
-                    Pool::Max => max_of_four(q0[l], q1[l], q2[l], q3[l]).0,
-                };
-            }
+            let q = window(s, top, bottom, ox);
+            let v = match kind {
+                Pool::Avg => s.mul(s.add(s.add(s.add(q[0], q[1]), q[2]), q[3]), quarter),
+                Pool::Max => max_of_four(s, q).0,
+            };
+            s.store(out, v);
         }
     }
 }
 
-/// The largest of a window's four values and which one it is (the first
-/// on ties, as PyTorch routes the gradient), as a tournament of selects so
-/// that loops over it vectorize.
+/// The two input rows under output row `r` of a pooled plane stack.
 #[inline(always)]
-fn max_of_four(q0: f32, q1: f32, q2: f32, q3: f32) -> (f32, u8) {
-    let (m1, i1) = if q1 > q0 { (q1, 1u8) } else { (q0, 0u8) };
-    let (m2, i2) = if q3 > q2 { (q3, 3u8) } else { (q2, 2u8) };
-    if m2 > m1 {
-        (m2, i2)
-    } else {
-        (m1, i1)
+fn window_rows(a: &[Lanes], r: usize, ho: usize, w: usize) -> (&[Lanes], &[Lanes]) {
+    let (plane, oy) = (r / ho, r % ho);
+    let base = (plane * ho + oy) * 2 * w;
+    a[base..base + 2 * w].split_at(w)
+}
+
+/// The four inputs of window `ox`: top left, top right, bottom left, bottom right.
+#[inline(always)]
+fn window<S: Simd>(s: S, top: &[Lanes], bottom: &[Lanes], ox: usize) -> [S::V; 4] {
+    let (x0, x1) = (2 * ox, 2 * ox + 1);
+    [
+        s.load(&top[x0]),
+        s.load(&top[x1]),
+        s.load(&bottom[x0]),
+        s.load(&bottom[x1]),
+    ]
+}
+
+/// The largest of a window's four values, and masks saying which one it
+/// is: the first on ties, as PyTorch routes the gradient. A tournament:
+/// left or right in each row, then top or bottom.
+#[inline(always)]
+fn max_of_four<S: Simd>(s: S, q: [S::V; 4]) -> (S::V, [S::V; 3]) {
+    let right_top = s.gt(q[1], q[0]);
+    let right_bottom = s.gt(q[3], q[2]);
+    let m_top = s.select(right_top, q[1], q[0]);
+    let m_bottom = s.select(right_bottom, q[3], q[2]);
+    let bottom = s.gt(m_bottom, m_top);
+    (
+        s.select(bottom, m_bottom, m_top),
+        [right_top, right_bottom, bottom],
+    )
+}
+
+/// `dy * act'` from the activation's output `y`.
+#[inline(always)]
+fn act_backward<S: Simd>(s: S, act: Act, y: S::V, dy: S::V) -> S::V {
+    match act {
+        Act::Identity => dy,
+        Act::Sigmoid => s.mul(dy, s.mul(y, s.sub(s.splat(1.0), y))),
+        Act::Relu => s.select(s.gt(y, s.zero()), dy, s.zero()),
+        Act::Tanh => s.mul(dy, s.sub(s.splat(1.0), s.mul(y, y))),
     }
 }
 
-/// Backward of `pool_forward`: writes into `da` the gradient w.r.t. the
-/// pooled activations `a`, given `dp`, the gradient w.r.t. the pooled
-/// output. Max pooling finds each window's winner again from `a`.
-#[multiversion::multiversion(targets = "simd")]
-pub fn pool_backward(
+/// Backward of `pool(act(z))`: writes into `dz` the gradient w.r.t. the
+/// activation's input, from the activations `a` (its output, before
+/// pooling) and `dp`, the gradient w.r.t. the pooled output. Max pooling
+/// finds each window's winner again from `a`.
+#[inline(always)]
+pub fn pool_act_backward<S: Simd>(
+    s: S,
     kind: Pool,
+    act: Act,
     (planes, h, w): (usize, usize, usize),
     a: &[Lanes],
     dp: &[Lanes],
-    da: &mut [Lanes],
+    dz: &mut [Lanes],
 ) {
     let (ho, wo) = (h / 2, w / 2);
-    assert_eq!(
-        (a.len(), da.len(), dp.len()),
-        (planes * h * w, planes * h * w, planes * ho * wo)
-    );
+    assert_eq!((a.len(), dz.len()), (planes * h * w, planes * h * w));
+    assert_eq!(dp.len(), planes * ho * wo);
+    let (zero, quarter) = (s.zero(), s.splat(0.25));
     for (r, dp) in dp.chunks_exact(wo).enumerate() {
-        let (plane, oy) = (r / ho, r % ho);
-        let base = plane * h * w + 2 * oy * w;
-        let (top_a, bottom_a) = a[base..base + 2 * w].split_at(w);
-        let (top, bottom) = da[base..base + 2 * w].split_at_mut(w);
+        let (top, bottom) = window_rows(a, r, ho, w);
+        let base = r / ho * h * w + r % ho * 2 * w;
+        let (dz_top, dz_bottom) = dz[base..base + 2 * w].split_at_mut(w);
         for (ox, g) in dp.iter().enumerate() {
+            let (g, q) = (s.load(g), window(s, top, bottom, ox));
+            let routed = match kind {
+                Pool::Avg => [s.mul(g, quarter); 4],
+                Pool::Max => {
+                    let (_, [right_top, right_bottom, bottom]) = max_of_four(s, q);
+                    let g_top = s.select(bottom, zero, g);
+                    let g_bottom = s.select(bottom, g, zero);
+                    [
+                        s.select(right_top, zero, g_top),
+                        s.select(right_top, g_top, zero),
+                        s.select(right_bottom, zero, g_bottom),
+                        s.select(right_bottom, g_bottom, zero),
+                    ]
+                }
+            };
             let (x0, x1) = (2 * ox, 2 * ox + 1);
-            for l in 0..LANES {
-                let g = g[l];
-                let grads = match kind {
-                    Pool::Avg => [0.25 * g; 4],
-                    Pool::Max => {
-                        let (_, at) = max_of_four(
-                            top_a[x0][l],
-                            top_a[x1][l],
-                            bottom_a[x0][l],
-                            bottom_a[x1][l],
-                        );
-                        // Selects rather than an indexed store, so it vectorizes.
-                        [
-                            if at == 0 { g } else { 0.0 },
-                            if at == 1 { g } else { 0.0 },
-                            if at == 2 { g } else { 0.0 },
-                            if at == 3 { g } else { 0.0 },
-                        ]
-                    }
-                };
-                top[x0][l] = grads[0];
-                top[x1][l] = grads[1];
-                bottom[x0][l] = grads[2];
-                bottom[x1][l] = grads[3];
-            }
+            s.store(&mut dz_top[x0], act_backward(s, act, q[0], routed[0]));
+            s.store(&mut dz_top[x1], act_backward(s, act, q[1], routed[1]));
+            s.store(&mut dz_bottom[x0], act_backward(s, act, q[2], routed[2]));
+            s.store(&mut dz_bottom[x1], act_backward(s, act, q[3], routed[3]));
         }
     }
 }

@@ -26,8 +26,14 @@ pub trait Simd: Copy {
     fn load(self, from: &Lanes) -> Self::V;
     fn store(self, to: &mut Lanes, v: Self::V);
     fn add(self, a: Self::V, b: Self::V) -> Self::V;
+    fn sub(self, a: Self::V, b: Self::V) -> Self::V;
+    fn mul(self, a: Self::V, b: Self::V) -> Self::V;
     /// `a * b + c`; fused (one rounding) where the CPU has FMA.
     fn mul_add(self, a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    /// Per lane, `a > b` as a mask (false for NaN).
+    fn gt(self, a: Self::V, b: Self::V) -> Self::V;
+    /// Per lane, `if_true` where `mask` (from `gt`) is set, else `if_false`.
+    fn select(self, mask: Self::V, if_true: Self::V, if_false: Self::V) -> Self::V;
 }
 
 /// Plain arrays: what the compiler makes of them on any CPU.
@@ -57,8 +63,31 @@ impl Simd for Portable {
         std::array::from_fn(|l| a[l] + b[l])
     }
     #[inline(always)]
+    fn sub(self, a: Lanes, b: Lanes) -> Lanes {
+        std::array::from_fn(|l| a[l] - b[l])
+    }
+    #[inline(always)]
+    fn mul(self, a: Lanes, b: Lanes) -> Lanes {
+        std::array::from_fn(|l| a[l] * b[l])
+    }
+    #[inline(always)]
     fn mul_add(self, a: Lanes, b: Lanes, c: Lanes) -> Lanes {
         std::array::from_fn(|l| a[l] * b[l] + c[l])
+    }
+    /// The mask is 1.0 for true and 0.0 for false.
+    #[inline(always)]
+    fn gt(self, a: Lanes, b: Lanes) -> Lanes {
+        std::array::from_fn(|l| if a[l] > b[l] { 1.0 } else { 0.0 })
+    }
+    #[inline(always)]
+    fn select(self, mask: Lanes, if_true: Lanes, if_false: Lanes) -> Lanes {
+        std::array::from_fn(|l| {
+            if mask[l] != 0.0 {
+                if_true[l]
+            } else {
+                if_false[l]
+            }
+        })
     }
 }
 
@@ -108,8 +137,25 @@ mod x86 {
             unsafe { _mm256_add_ps(a, b) }
         }
         #[inline(always)]
+        fn sub(self, a: __m256, b: __m256) -> __m256 {
+            unsafe { _mm256_sub_ps(a, b) }
+        }
+        #[inline(always)]
+        fn mul(self, a: __m256, b: __m256) -> __m256 {
+            unsafe { _mm256_mul_ps(a, b) }
+        }
+        #[inline(always)]
         fn mul_add(self, a: __m256, b: __m256, c: __m256) -> __m256 {
             unsafe { _mm256_fmadd_ps(a, b, c) }
+        }
+        #[inline(always)]
+        fn gt(self, a: __m256, b: __m256) -> __m256 {
+            // Ordered, quiet: false when either is NaN, like `>`.
+            unsafe { _mm256_cmp_ps::<_CMP_GT_OQ>(a, b) }
+        }
+        #[inline(always)]
+        fn select(self, mask: __m256, if_true: __m256, if_false: __m256) -> __m256 {
+            unsafe { _mm256_blendv_ps(if_false, if_true, mask) }
         }
     }
 
