@@ -23,100 +23,7 @@ use super::simd::{with_simd, Lanes, LANES};
 /// point sums (and so every result bit) is the same for any thread count.
 pub const CHUNK: usize = LANES;
 
-/// Elementwise activation fused into the convolution's epilogue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Act {
-    Identity,
-    Sigmoid,
-    Relu,
-    Tanh,
-}
-
-impl Act {
-    /// Applies the activation in place.
-    pub fn apply(self, v: &mut [f32]) {
-        match self {
-            Act::Identity => {}
-            Act::Sigmoid => sigmoid_in_place(v),
-            Act::Relu => relu_in_place(v),
-            Act::Tanh => tanh_in_place(v),
-        }
-    }
-
-    /// Turns `dy` (gradient w.r.t. the activation's output `y`) into the
-    /// gradient w.r.t. its input, using only `y`.
-    pub fn backward_from_output(self, y: &[f32], dy: &mut [f32]) {
-        match self {
-            Act::Identity => {}
-            Act::Sigmoid => sigmoid_backward(y, dy),
-            Act::Relu => relu_backward(y, dy),
-            Act::Tanh => tanh_backward(y, dy),
-        }
-    }
-}
-
-/// e^x for x in f32's range, to about 2 ulp: Cephes' expf (range reduction
-/// by ln 2, degree-6 polynomial, exponent bits). Unlike libm's expf it has
-/// no branches or calls, so loops over it vectorize.
-#[inline(always)]
-pub fn exp_f32(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    // ln 2 split in two so that n * LN2_HI is exact.
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E + 0.5).floor();
-    let r = x - n * LN2_HI - n * LN2_LO;
-    let p = 1.987_569_1e-4_f32;
-    let p = p * r + 1.398_199_9e-3;
-    let p = p * r + 8.333_452e-3;
-    let p = p * r + 4.166_579_6e-2;
-    let p = p * r + 1.666_666_5e-1;
-    let p = p * r + 5e-1;
-    let e = p * r * r + r + 1.0;
-    // 2^n from its exponent bits. n + 127 is a whole number in [1, 254];
-    // adding 2^23 puts it in the low mantissa bits, where the bits can be
-    // read without a float-to-int conversion (Rust's saturating `as`
-    // conversion does not vectorize).
-    const TWO_23: f32 = 8_388_608.0;
-    let biased = (n + 127.0 + TWO_23).to_bits() - TWO_23.to_bits();
-    e * f32::from_bits(biased << 23)
-}
-
-#[multiversion::multiversion(targets = "simd")]
-fn sigmoid_in_place(v: &mut [f32]) {
-    v.iter_mut().for_each(|x| *x = 1.0 / (1.0 + exp_f32(-*x)));
-}
-
-/// tanh(x) = 1 - 2 / (e^2x + 1), with the vectorizable exp: absolute error
-/// about 1e-7 (libm's tanhf is a call per element and halved the speed).
-#[multiversion::multiversion(targets = "simd")]
-fn tanh_in_place(v: &mut [f32]) {
-    v.iter_mut()
-        .for_each(|x| *x = 1.0 - 2.0 / (exp_f32(2.0 * *x) + 1.0));
-}
-
-#[multiversion::multiversion(targets = "simd")]
-fn relu_in_place(v: &mut [f32]) {
-    v.iter_mut().for_each(|x| *x = x.max(0.0));
-}
-
-#[multiversion::multiversion(targets = "simd")]
-fn sigmoid_backward(y: &[f32], dy: &mut [f32]) {
-    dy.iter_mut().zip(y).for_each(|(g, &y)| *g *= y * (1.0 - y));
-}
-
-#[multiversion::multiversion(targets = "simd")]
-fn relu_backward(y: &[f32], dy: &mut [f32]) {
-    dy.iter_mut()
-        .zip(y)
-        .for_each(|(g, &y)| *g = if y > 0.0 { *g } else { 0.0 });
-}
-
-#[multiversion::multiversion(targets = "simd")]
-fn tanh_backward(y: &[f32], dy: &mut [f32]) {
-    dy.iter_mut().zip(y).for_each(|(g, &y)| *g *= 1.0 - y * y);
-}
+pub use super::activation::Act;
 
 #[multiversion::multiversion(targets = "simd")]
 fn add_assign(dst: &mut [f32], src: &[f32]) {
@@ -249,8 +156,7 @@ fn forward_block(
     z: &mut [Lanes],
 ) {
     lanes::pack(x, (d.c, d.h, d.w), d.pad, xp);
-    with_simd!(|s| lanes::conv_forward(s, d, xp, w, b, z));
-    act.apply(z.as_flattened_mut());
+    with_simd!(|s| lanes::conv_forward(s, d, xp, w, b, act, z));
 }
 
 /// The dense case (the kernel covers the whole input, as in c5): the
@@ -842,42 +748,6 @@ mod tests {
                 assert!((f - s).abs() < 1e-4, "{d:?}: {f} vs {s}");
             }
         }
-    }
-
-    #[test]
-    fn fast_exp_and_sigmoid_are_accurate() {
-        let mut worst = 0.0f64;
-        let mut x = -80.0f32;
-        while x < 80.0 {
-            let rel = ((exp_f32(x) as f64 - (x as f64).exp()) / (x as f64).exp()).abs();
-            worst = worst.max(rel);
-            x += 0.01;
-        }
-        assert!(worst < 1e-6, "exp relative error {worst}");
-        let mut v: Vec<f32> = (-2000..2000).map(|i| i as f32 * 0.01).collect();
-        let exact: Vec<f64> = v
-            .iter()
-            .map(|&x| 1.0 / (1.0 + (-(x as f64)).exp()))
-            .collect();
-        Act::Sigmoid.apply(&mut v);
-        for (got, want) in v.iter().zip(exact) {
-            assert!((*got as f64 - want).abs() < 1e-6, "{got} vs {want}");
-        }
-        let mut t: Vec<f32> = (-2000..2000).map(|i| i as f32 * 0.005).collect();
-        let exact: Vec<f64> = t.iter().map(|&x| (x as f64).tanh()).collect();
-        Act::Tanh.apply(&mut t);
-        for (got, want) in t.iter().zip(exact) {
-            assert!((*got as f64 - want).abs() < 5e-7, "tanh {got} vs {want}");
-        }
-        let mut ends = vec![-1e4f32, 1e4, f32::MIN, f32::MAX];
-        Act::Tanh.apply(&mut ends);
-        assert_eq!(ends, vec![-1.0, 1.0, -1.0, 1.0]);
-        let mut extreme = vec![-1e4f32, 1e4, f32::MIN, f32::MAX];
-        Act::Sigmoid.apply(&mut extreme);
-        assert!(
-            extreme[0] < 1e-30 && extreme[1] == 1.0 && extreme[2] < 1e-30 && extreme[3] == 1.0,
-            "{extreme:?}"
-        );
     }
 
     #[test]

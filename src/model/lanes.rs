@@ -12,6 +12,10 @@
 //! over [`Simd`], so `with_simd!` compiles it for the CPU's instruction
 //! set; `kernels.rs` cuts batches into blocks and runs them in parallel.
 
+// Register tiles are indexed arrays on purpose: with constant bounds the
+// loops unroll and every accumulator stays in a register.
+#![allow(clippy::needless_range_loop)]
+
 use std::ops::Range;
 
 use super::kernels::{Act, ConvDims, Pool};
@@ -20,7 +24,6 @@ use super::simd::{Lanes, Simd, LANES};
 /// Tile sizes (output channels x pixels along a row) of each kernel: at
 /// most 12 accumulators, so that with the loaded inputs and a weight they
 /// fit AVX2's 16 registers.
-const FWD_TILE: (usize, usize) = (6, 2);
 const DW_TILE: (usize, usize) = (2, 5);
 const DX_TILE: (usize, usize) = (6, 2);
 
@@ -30,7 +33,7 @@ const DX_TILE: (usize, usize) = (6, 2);
 pub fn pack(x: &[f32], (c, h, w): (usize, usize, usize), pad: usize, out: &mut [Lanes]) {
     let (hp, wp) = (h + 2 * pad, w + 2 * pad);
     let image_len = c * h * w;
-    assert!(x.len() <= LANES * image_len && x.len() % image_len == 0);
+    assert!(x.len() <= LANES * image_len && x.len().is_multiple_of(image_len));
     assert_eq!(out.len(), c * hp * wp);
     out.fill([0.0; LANES]);
     for (lane, image) in x.chunks_exact(image_len).enumerate() {
@@ -48,7 +51,7 @@ pub fn pack(x: &[f32], (c, h, w): (usize, usize, usize), pad: usize, out: &mut [
 /// `i` of `out` (as many images as `out` holds).
 pub fn unpack(planes: &[Lanes], out: &mut [f32]) {
     let image_len = planes.len();
-    assert!(out.len() <= LANES * image_len && out.len() % image_len == 0);
+    assert!(out.len() <= LANES * image_len && out.len().is_multiple_of(image_len));
     for (lane, image) in out.chunks_exact_mut(image_len).enumerate() {
         for (v, px) in image.iter_mut().zip(planes) {
             *v = px[lane];
@@ -69,8 +72,9 @@ pub fn padded_hw(d: &ConvDims) -> (usize, usize) {
     (d.h + 2 * d.pad, d.w + 2 * d.pad)
 }
 
-/// `z = conv(x, w) + b` for one block: `xp` is the input packed with the
+/// `act(conv(x, w) + b)` for one block: `xp` is the input packed with the
 /// convolution's padding, `z` is [O][Ho][Wo].
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub fn conv_forward<S: Simd>(
     s: S,
@@ -78,6 +82,7 @@ pub fn conv_forward<S: Simd>(
     xp: &[Lanes],
     w: &[f32],
     b: &[f32],
+    act: Act,
     z: &mut [Lanes],
 ) {
     let (hp, wp) = padded_hw(d);
@@ -86,54 +91,74 @@ pub fn conv_forward<S: Simd>(
         (w.len(), b.len(), z.len()),
         (d.o * d.ckk(), d.o, d.out_len())
     );
-    const OB: usize = FWD_TILE.0;
-    const XB: usize = FWD_TILE.1;
-    let (o_main, x_main) = (d.o - d.o % OB, d.wo() - d.wo() % XB);
-    let (os, xs) = ((0..o_main, o_main..d.o), (0..x_main, x_main..d.wo()));
-    forward_tiles::<S, OB, XB>(s, d, xp, w, b, z, os.0.clone(), xs.0.clone());
-    forward_tiles::<S, OB, 1>(s, d, xp, w, b, z, os.0, xs.1.clone());
-    forward_tiles::<S, 1, XB>(s, d, xp, w, b, z, os.1.clone(), xs.0);
-    forward_tiles::<S, 1, 1>(s, d, xp, w, b, z, os.1, xs.1);
+    let f = ForwardArgs { d, xp, w, b, act };
+    // Tiles of 6 channels x 2 pixels where the channels come in sixes
+    // (c1), else 4 x 2 (c3's 16 channels; 4 x 3 ran out of registers).
+    if d.o.is_multiple_of(6) {
+        forward_tiled::<S, 6, 2>(s, &f, z);
+    } else {
+        forward_tiled::<S, 4, 2>(s, &f, z);
+    }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The inputs of a forward convolution, as `conv_forward` takes them.
+struct ForwardArgs<'a> {
+    d: &'a ConvDims,
+    xp: &'a [Lanes],
+    w: &'a [f32],
+    b: &'a [f32],
+    act: Act,
+}
+
+/// Covers the output with OB x XB tiles, and what is left at the edges
+/// with narrower ones.
+#[inline(always)]
+fn forward_tiled<S: Simd, const OB: usize, const XB: usize>(
+    s: S,
+    f: &ForwardArgs,
+    z: &mut [Lanes],
+) {
+    let (o, wo) = (f.d.o, f.d.wo());
+    let (o_main, x_main) = (o - o % OB, wo - wo % XB);
+    forward_tiles::<S, OB, XB>(s, f, z, 0..o_main, 0..x_main);
+    forward_tiles::<S, OB, 1>(s, f, z, 0..o_main, x_main..wo);
+    forward_tiles::<S, 1, XB>(s, f, z, o_main..o, 0..x_main);
+    forward_tiles::<S, 1, 1>(s, f, z, o_main..o, x_main..wo);
+}
+
 #[inline(always)]
 fn forward_tiles<S: Simd, const OB: usize, const XB: usize>(
     s: S,
-    d: &ConvDims,
-    xp: &[Lanes],
-    w: &[f32],
-    b: &[f32],
+    f: &ForwardArgs,
     z: &mut [Lanes],
     os: Range<usize>,
     xs: Range<usize>,
 ) {
+    let d = f.d;
     let (hp, wp) = padded_hw(d);
-    let (ho, wo, k, ckk) = (d.ho(), d.wo(), d.k, d.ckk());
+    let (ho, wo, k) = (d.ho(), d.wo(), d.k);
+    let mut taps = Vec::new();
     for o0 in os.step_by(OB) {
-        let w_rows: [&[f32]; OB] = core::array::from_fn(|ob| &w[(o0 + ob) * ckk..][..ckk]);
+        pack_taps::<OB>(f.w, o0, d.ckk(), &mut taps);
         for y in 0..ho {
             for x0 in xs.clone().step_by(XB) {
                 let mut acc = [[s.zero(); XB]; OB];
                 for ob in 0..OB {
-                    for a in &mut acc[ob] {
-                        *a = s.splat(b[o0 + ob]);
-                    }
+                    acc[ob] = [s.splat(f.b[o0 + ob]); XB];
                 }
-                for c in 0..d.c {
-                    for i in 0..k {
-                        let row = &xp[(c * hp + y + i) * wp + x0..][..XB + k - 1];
-                        let tap0 = (c * k + i) * k;
-                        for j in 0..k {
-                            let mut v = [s.zero(); XB];
+                // Kernel row r = (c, i) meets input row (c, y + i).
+                for (r, row_taps) in taps.chunks_exact(k).enumerate() {
+                    let (c, i) = (r / k, r % k);
+                    let row = &f.xp[(c * hp + y + i) * wp + x0..][..k - 1 + XB];
+                    for (tap, window) in row_taps.iter().zip(row.windows(XB)) {
+                        let mut v = [s.zero(); XB];
+                        for xb in 0..XB {
+                            v[xb] = s.load(&window[xb]);
+                        }
+                        for ob in 0..OB {
+                            let wv = s.splat(tap[ob]);
                             for xb in 0..XB {
-                                v[xb] = s.load(&row[j + xb]);
-                            }
-                            for ob in 0..OB {
-                                let wv = s.splat(w_rows[ob][tap0 + j]);
-                                for xb in 0..XB {
-                                    acc[ob][xb] = s.mul_add(wv, v[xb], acc[ob][xb]);
-                                }
+                                acc[ob][xb] = s.mul_add(wv, v[xb], acc[ob][xb]);
                             }
                         }
                     }
@@ -141,12 +166,20 @@ fn forward_tiles<S: Simd, const OB: usize, const XB: usize>(
                 for ob in 0..OB {
                     let out = &mut z[((o0 + ob) * ho + y) * wo + x0..][..XB];
                     for xb in 0..XB {
-                        s.store(&mut out[xb], acc[ob][xb]);
+                        s.store(&mut out[xb], f.act.forward(s, acc[ob][xb]));
                     }
                 }
             }
         }
     }
+}
+
+/// The weights of output channels o0..o0+N side by side, tap after tap:
+/// `taps[q][n] = w[(o0 + n) * ckk + q]`, so a tile finds the N weights
+/// it broadcasts next to each other.
+fn pack_taps<const N: usize>(w: &[f32], o0: usize, ckk: usize, taps: &mut Vec<[f32; N]>) {
+    taps.clear();
+    taps.extend((0..ckk).map(|q| core::array::from_fn(|n| w[(o0 + n) * ckk + q])));
 }
 
 /// Writes into `dw` [O * CKK] the weight gradient of one block:
@@ -179,25 +212,29 @@ fn weight_grad_tiles<S: Simd, const OB: usize, const JB: usize>(
     js: Range<usize>,
 ) {
     let (hp, wp) = padded_hw(d);
-    let (ho, wo, k, ckk) = (d.ho(), d.wo(), d.k, d.ckk());
+    let (wo, k, ckk, p) = (d.wo(), d.k, d.ckk(), d.p());
+    let mut dz_block = Vec::new();
     for o0 in os.step_by(OB) {
+        // dz of channels o0..o0+OB side by side, pixel after pixel.
+        dz_block.clear();
+        dz_block.extend(
+            (0..p).map(|px| core::array::from_fn::<Lanes, OB, _>(|ob| dz[(o0 + ob) * p + px])),
+        );
         for c in 0..d.c {
             for i in 0..k {
                 for j0 in js.clone().step_by(JB) {
                     let mut acc = [[s.zero(); JB]; OB];
-                    for y in 0..ho {
+                    for (y, dz_row) in dz_block.chunks_exact(wo).enumerate() {
                         let row = &xp[(c * hp + y + i) * wp + j0..][..wo + JB - 1];
-                        let dz_rows: [&[Lanes]; OB] =
-                            core::array::from_fn(|ob| &dz[((o0 + ob) * ho + y) * wo..][..wo]);
-                        for x in 0..wo {
-                            let mut g = [s.zero(); OB];
+                        for (g, window) in dz_row.iter().zip(row.windows(JB)) {
+                            let mut gv = [s.zero(); OB];
                             for ob in 0..OB {
-                                g[ob] = s.load(&dz_rows[ob][x]);
+                                gv[ob] = s.load(&g[ob]);
                             }
                             for jb in 0..JB {
-                                let v = s.load(&row[x + jb]);
+                                let v = s.load(&window[jb]);
                                 for ob in 0..OB {
-                                    acc[ob][jb] = s.mul_add(g[ob], v, acc[ob][jb]);
+                                    acc[ob][jb] = s.mul_add(gv[ob], v, acc[ob][jb]);
                                 }
                             }
                         }
@@ -276,7 +313,14 @@ fn input_grad_tiles<S: Simd, const CB: usize, const XB: usize>(
 ) {
     let (ho, k, kk, ckk) = (d.ho(), d.k, d.k * d.k, d.ckk());
     let wide = d.wo() + 2 * (k - 1);
+    let mut taps: Vec<[f32; CB]> = Vec::new();
     for c0 in cs.step_by(CB) {
+        // taps[(o * k + i) * k + j][cb] = w[o][c0 + cb][i][j]
+        taps.clear();
+        taps.extend((0..d.o * kk).map(|q| {
+            let (o, ij) = (q / kk, q % kk);
+            core::array::from_fn(|cb| w[o * ckk + (c0 + cb) * kk + ij])
+        }));
         for y in 0..d.h {
             // Kernel rows i that reach an output row: 0 <= y + pad - i < Ho.
             let i_lo = (y + d.pad).saturating_sub(ho - 1);
@@ -285,17 +329,18 @@ fn input_grad_tiles<S: Simd, const CB: usize, const XB: usize>(
                 let mut acc = [[s.zero(); XB]; CB];
                 for o in 0..d.o {
                     for i in i_lo..=i_hi {
-                        let dz_row = &dzp[(o * ho + y + d.pad - i) * wide..][..wide];
-                        let tap0 = o * ckk + c0 * kk + i * k;
-                        for j in 0..k {
-                            // Output column x + pad - j, shifted by the K-1 padding.
-                            let col = x0 + d.pad + (k - 1) - j;
+                        // Output columns x0 + pad - j (j = k-1 down to 0),
+                        // shifted right by the K-1 columns of padding.
+                        let row = (o * ho + y + d.pad - i) * wide;
+                        let seg = &dzp[row + x0 + d.pad..][..k - 1 + XB];
+                        let row_taps = &taps[(o * k + i) * k..][..k];
+                        for (tap, window) in row_taps.iter().rev().zip(seg.windows(XB)) {
                             let mut v = [s.zero(); XB];
                             for xb in 0..XB {
-                                v[xb] = s.load(&dz_row[col + xb]);
+                                v[xb] = s.load(&window[xb]);
                             }
                             for cb in 0..CB {
-                                let wv = s.splat(w[tap0 + cb * kk + j]);
+                                let wv = s.splat(tap[cb]);
                                 for xb in 0..XB {
                                     acc[cb][xb] = s.mul_add(wv, v[xb], acc[cb][xb]);
                                 }
@@ -375,17 +420,6 @@ fn max_of_four<S: Simd>(s: S, q: [S::V; 4]) -> (S::V, [S::V; 3]) {
     )
 }
 
-/// `dy * act'` from the activation's output `y`.
-#[inline(always)]
-fn act_backward<S: Simd>(s: S, act: Act, y: S::V, dy: S::V) -> S::V {
-    match act {
-        Act::Identity => dy,
-        Act::Sigmoid => s.mul(dy, s.mul(y, s.sub(s.splat(1.0), y))),
-        Act::Relu => s.select(s.gt(y, s.zero()), dy, s.zero()),
-        Act::Tanh => s.mul(dy, s.sub(s.splat(1.0), s.mul(y, y))),
-    }
-}
-
 /// Backward of `pool(act(z))`: writes into `dz` the gradient w.r.t. the
 /// activation's input, from the activations `a` (its output, before
 /// pooling) and `dp`, the gradient w.r.t. the pooled output. Max pooling
@@ -425,10 +459,10 @@ pub fn pool_act_backward<S: Simd>(
                 }
             };
             let (x0, x1) = (2 * ox, 2 * ox + 1);
-            s.store(&mut dz_top[x0], act_backward(s, act, q[0], routed[0]));
-            s.store(&mut dz_top[x1], act_backward(s, act, q[1], routed[1]));
-            s.store(&mut dz_bottom[x0], act_backward(s, act, q[2], routed[2]));
-            s.store(&mut dz_bottom[x1], act_backward(s, act, q[3], routed[3]));
+            s.store(&mut dz_top[x0], act.backward(s, q[0], routed[0]));
+            s.store(&mut dz_top[x1], act.backward(s, q[1], routed[1]));
+            s.store(&mut dz_bottom[x0], act.backward(s, q[2], routed[2]));
+            s.store(&mut dz_bottom[x1], act.backward(s, q[3], routed[3]));
         }
     }
 }

@@ -6,6 +6,7 @@
 //! shapes, and viewed in their shapes where used: reshaping a contiguous
 //! tensor keeps its id, so gradients land on the flat parameter.
 
+pub mod activation;
 pub mod composed;
 pub mod fast;
 pub mod kernels;

@@ -30,6 +30,15 @@ pub trait Simd: Copy {
     fn mul(self, a: Self::V, b: Self::V) -> Self::V;
     /// `a * b + c`; fused (one rounding) where the CPU has FMA.
     fn mul_add(self, a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    fn div(self, a: Self::V, b: Self::V) -> Self::V;
+    /// Per lane, `if a < b { a } else { b }` (so `b` when either is NaN).
+    fn min(self, a: Self::V, b: Self::V) -> Self::V;
+    /// Per lane, `if a > b { a } else { b }` (so `b` when either is NaN).
+    fn max(self, a: Self::V, b: Self::V) -> Self::V;
+    /// Rounds down to a whole number.
+    fn floor(self, a: Self::V) -> Self::V;
+    /// 2^n for whole numbers n in [-126, 127] (other values give garbage).
+    fn pow2i(self, n: Self::V) -> Self::V;
     /// Per lane, `a > b` as a mask (false for NaN).
     fn gt(self, a: Self::V, b: Self::V) -> Self::V;
     /// Per lane, `if_true` where `mask` (from `gt`) is set, else `if_false`.
@@ -74,6 +83,26 @@ impl Simd for Portable {
     fn mul_add(self, a: Lanes, b: Lanes, c: Lanes) -> Lanes {
         std::array::from_fn(|l| a[l] * b[l] + c[l])
     }
+    #[inline(always)]
+    fn div(self, a: Lanes, b: Lanes) -> Lanes {
+        std::array::from_fn(|l| a[l] / b[l])
+    }
+    #[inline(always)]
+    fn min(self, a: Lanes, b: Lanes) -> Lanes {
+        std::array::from_fn(|l| if a[l] < b[l] { a[l] } else { b[l] })
+    }
+    #[inline(always)]
+    fn max(self, a: Lanes, b: Lanes) -> Lanes {
+        std::array::from_fn(|l| if a[l] > b[l] { a[l] } else { b[l] })
+    }
+    #[inline(always)]
+    fn floor(self, a: Lanes) -> Lanes {
+        a.map(f32::floor)
+    }
+    #[inline(always)]
+    fn pow2i(self, n: Lanes) -> Lanes {
+        n.map(|n| f32::from_bits(biased_exponent(n) << 23))
+    }
     /// The mask is 1.0 for true and 0.0 for false.
     #[inline(always)]
     fn gt(self, a: Lanes, b: Lanes) -> Lanes {
@@ -89,6 +118,17 @@ impl Simd for Portable {
             }
         })
     }
+}
+
+/// The bits of the whole number `n + 127`, for n in [-126, 127]: adding
+/// 2^23 puts it in the low mantissa bits, where it can be read without a
+/// float-to-int conversion (Rust's saturating `as` does not vectorize).
+#[inline(always)]
+fn biased_exponent(n: f32) -> u32 {
+    const TWO_23: f32 = 8_388_608.0;
+    (n + (127.0 + TWO_23))
+        .to_bits()
+        .wrapping_sub(TWO_23.to_bits())
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -147,6 +187,35 @@ mod x86 {
         #[inline(always)]
         fn mul_add(self, a: __m256, b: __m256, c: __m256) -> __m256 {
             unsafe { _mm256_fmadd_ps(a, b, c) }
+        }
+        #[inline(always)]
+        fn div(self, a: __m256, b: __m256) -> __m256 {
+            unsafe { _mm256_div_ps(a, b) }
+        }
+        #[inline(always)]
+        fn min(self, a: __m256, b: __m256) -> __m256 {
+            unsafe { _mm256_min_ps(a, b) }
+        }
+        #[inline(always)]
+        fn max(self, a: __m256, b: __m256) -> __m256 {
+            unsafe { _mm256_max_ps(a, b) }
+        }
+        #[inline(always)]
+        fn floor(self, a: __m256) -> __m256 {
+            unsafe { _mm256_floor_ps(a) }
+        }
+        #[inline(always)]
+        fn pow2i(self, n: __m256) -> __m256 {
+            // As `biased_exponent`, then shifted into the exponent field.
+            const TWO_23: f32 = 8_388_608.0;
+            unsafe {
+                let shifted = _mm256_add_ps(n, _mm256_set1_ps(127.0 + TWO_23));
+                let biased = _mm256_sub_epi32(
+                    _mm256_castps_si256(shifted),
+                    _mm256_set1_epi32(TWO_23.to_bits() as i32),
+                );
+                _mm256_castsi256_ps(_mm256_slli_epi32::<23>(biased))
+            }
         }
         #[inline(always)]
         fn gt(self, a: __m256, b: __m256) -> __m256 {
