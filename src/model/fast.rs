@@ -5,6 +5,8 @@
 //! kernel's backward needs (input, weights, output) and adds the gradients
 //! into `Gradients` under the ids of the input and parameter tensors.
 
+use std::cell::RefCell;
+
 use dfdx::prelude::*;
 
 use super::kernels::{self, Act, ConvDims, Pool};
@@ -17,6 +19,22 @@ fn values<S: Shape, T>(t: &Tensor<S, f32, Cpu, T>) -> Vec<f32> {
     out
 }
 
+thread_local! {
+    /// Reused for inputs only needed during the forward (the fused
+    /// conv + pool keeps its own packed copy for the backward).
+    static INPUT_COPY: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on a copy of `t`'s values held in a reused buffer.
+fn with_values<S: Shape, T, R>(t: &Tensor<S, f32, Cpu, T>, f: impl FnOnce(&[f32]) -> R) -> R {
+    INPUT_COPY.with_borrow_mut(|buf| {
+        // Resizing to the length of the last call fills nothing.
+        buf.resize(t.shape().num_elements(), 0.0);
+        t.copy_into(buf);
+        f(buf)
+    })
+}
+
 fn add_into(dst: &mut [f32], src: &[f32]) {
     dst.iter_mut().zip(src).for_each(|(a, b)| *a += b);
 }
@@ -25,14 +43,17 @@ fn add_into(dst: &mut [f32], src: &[f32]) {
 struct ConvInputs {
     d: ConvDims,
     batch: usize,
+    /// Empty unless the backward needs the input as it came (see `conv_op`).
     x: Vec<f32>,
     w: Vec<f32>,
     b: Vec<f32>,
 }
 
-/// Runs `forward` on the convolution's inputs and puts its output on the
-/// tape; when the tape records, `backward(inputs, saved, dy)` later turns
-/// the output's gradient into the input, weight and bias gradients.
+/// Runs `forward(inputs, x)` on the convolution's inputs and puts its
+/// output on the tape; when the tape records, `backward(inputs, saved, dy)`
+/// later turns the output's gradient into the input, weight and bias
+/// gradients. `inputs.x` holds the input only with `keep_x`; otherwise it
+/// is copied into a reused buffer for the forward alone.
 #[allow(clippy::too_many_arguments)]
 fn conv_op<T, S, F, B>(
     x: Act4<Cpu, T>,
@@ -40,6 +61,7 @@ fn conv_op<T, S, F, B>(
     b: &Param<Cpu>,
     w_shape: [usize; 4],
     pad: usize,
+    keep_x: bool,
     out_hw: impl Fn(&ConvDims) -> (usize, usize),
     forward: F,
     backward: B,
@@ -47,7 +69,7 @@ fn conv_op<T, S, F, B>(
 where
     T: Tape<f32, Cpu>,
     S: 'static,
-    F: FnOnce(&ConvInputs) -> (Vec<f32>, S),
+    F: FnOnce(&ConvInputs, &[f32]) -> (Vec<f32>, S),
     B: 'static + FnOnce(&ConvInputs, &S, &[f32]) -> kernels::ConvGrads,
 {
     let (batch, c, h, width) = *x.shape();
@@ -69,14 +91,19 @@ where
     let x = x.reshape_like(&(batch, c, h, width));
     let dev = x.device().clone();
     let (x, mut tape) = x.split_tape();
-    let inputs = ConvInputs {
+    let mut inputs = ConvInputs {
         d,
         batch,
-        x: values(&x),
+        x: Vec::new(),
         w: values(w),
         b: values(b),
     };
-    let (y, saved) = forward(&inputs);
+    let (y, saved) = if keep_x {
+        inputs.x = values(&x);
+        forward(&inputs, &inputs.x)
+    } else {
+        with_values(&x, |x| forward(&inputs, x))
+    };
     let (ho, wo) = out_hw(&d);
     let out = dev.tensor_from_vec(y, (batch, o, ho, wo));
     if T::OWNS_TAPE {
@@ -113,9 +140,10 @@ pub fn conv2d<T: Tape<f32, Cpu>>(
         b,
         w_shape,
         pad,
+        true,
         |d| (d.ho(), d.wo()),
-        |i| {
-            let y = kernels::conv_forward(&i.d, i.batch, &i.x, &i.w, &i.b, act);
+        |i, x| {
+            let y = kernels::conv_forward(&i.d, i.batch, x, &i.w, &i.b, act);
             // The output is what the activation's derivative needs.
             let saved = if T::OWNS_TAPE { y.clone() } else { Vec::new() };
             (y, saved)
@@ -143,8 +171,10 @@ pub fn conv_pool2d<T: Tape<f32, Cpu>>(
         b,
         w_shape,
         pad,
+        // The backward works from the packed copy it keeps.
+        false,
         |d| (d.ho() / 2, d.wo() / 2),
-        |i| kernels::conv_pool_forward(&i.d, i.batch, &i.x, &i.w, &i.b, act, pool, T::OWNS_TAPE),
+        |i, x| kernels::conv_pool_forward(&i.d, i.batch, x, &i.w, &i.b, act, pool, T::OWNS_TAPE),
         move |i, saved, dy| {
             kernels::conv_pool_backward(&i.d, i.batch, &i.w, saved, dy, act, pool, need_dx)
         },

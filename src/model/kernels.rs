@@ -126,9 +126,9 @@ fn buffer(len: usize) -> Vec<f32> {
     vec![0.0f32; len]
 }
 
-/// A buffer of `len` lane pixels.
+/// `len` lane pixels of a reused buffer, with stale contents: every
+/// caller overwrites all of them (zeroing was a measurable cost).
 fn lane_buffer(buf: &mut Vec<Lanes>, len: usize) -> &mut [Lanes] {
-    buf.clear();
     buf.resize(len, [0.0; LANES]);
     buf
 }
@@ -179,13 +179,16 @@ pub fn conv_forward(
     assert_eq!(x.len(), batch * d.in_len());
     assert_eq!((w.len(), b.len()), (d.o * d.ckk(), d.o));
     let mut out = buffer(batch * d.out_len());
+    if d.is_dense() {
+        out.par_chunks_mut(DENSE_CHUNK * d.o)
+            .zip(x.par_chunks(DENSE_CHUNK * d.in_len()))
+            .for_each(|(out, x)| dense_forward(d, x, w, b, act, out));
+        return out;
+    }
     let (hp, wp) = lanes::padded_hw(d);
     out.par_chunks_mut(CHUNK * d.out_len())
         .zip(x.par_chunks(CHUNK * d.in_len()))
         .for_each_init(Scratch::default, |scratch, (out, x)| {
-            if d.is_dense() {
-                return dense_forward(d, x, w, b, act, out);
-            }
             let xp = lane_buffer(&mut scratch.input, d.c * hp * wp);
             let z = lane_buffer(&mut scratch.output, d.out_len());
             forward_block(d, x, w, b, act, xp, z);
@@ -455,6 +458,11 @@ pub fn conv_pool_backward(
 /// fixed split, so that the sums do not depend on the number of threads.
 const DENSE_BAND: usize = 20;
 
+/// Images per matrix product of the dense forward and input gradient: each
+/// product repacks the 48k weights of c5, so fewer, larger products, of a
+/// fixed size so that results do not depend on the number of threads.
+const DENSE_CHUNK: usize = 32;
+
 /// The dense convolution's backward: with dz [n, O] the gradient before
 /// the activation, dW[O, CKK] = dz^T x x over the whole batch (in bands of
 /// output channels, in parallel) and dx[n, CKK] = dz x W (per chunk).
@@ -505,8 +513,8 @@ fn dense_backward(
                 })
         },
         || {
-            dx.par_chunks_mut(CHUNK * in_len)
-                .zip(dz.par_chunks(CHUNK * o))
+            dx.par_chunks_mut(DENSE_CHUNK * in_len)
+                .zip(dz.par_chunks(DENSE_CHUNK * o))
                 .for_each(|(dx, dz)| {
                     let n = dz.len() / o;
                     gemm(n, o, ckk, dz, (o, 1), w, (ckk, 1), 0.0, dx, (ckk, 1));

@@ -35,7 +35,10 @@ pub fn pack(x: &[f32], (c, h, w): (usize, usize, usize), pad: usize, out: &mut [
     let image_len = c * h * w;
     assert!(x.len() <= LANES * image_len && x.len().is_multiple_of(image_len));
     assert_eq!(out.len(), c * hp * wp);
-    out.fill([0.0; LANES]);
+    if pad > 0 || x.len() < LANES * image_len {
+        // Borders and missing images stay zero; everything else is overwritten.
+        out.fill([0.0; LANES]);
+    }
     for (lane, image) in x.chunks_exact(image_len).enumerate() {
         for (row, src) in image.chunks_exact(w).enumerate() {
             let (ch, y) = (row / h, row % h);
@@ -463,6 +466,108 @@ pub fn pool_act_backward<S: Simd>(
             s.store(&mut dz_top[x1], act.backward(s, q[1], routed[1]));
             s.store(&mut dz_bottom[x0], act.backward(s, q[2], routed[2]));
             s.store(&mut dz_bottom[x1], act.backward(s, q[3], routed[3]));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::simd::{with_simd, Portable};
+
+    fn lanes_of(n: usize, seed: u32) -> Vec<Lanes> {
+        let mut state = seed.wrapping_mul(2654435761).wrapping_add(7);
+        (0..n)
+            .map(|_| {
+                core::array::from_fn(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 17;
+                    state ^= state << 5;
+                    (state % 2000) as f32 / 1000.0 - 1.0
+                })
+            })
+            .collect()
+    }
+
+    /// Everything one block goes through in training, on one instruction set.
+    fn block_pass<S: Simd>(s: S, d: &ConvDims, act: Act, pool: Pool) -> Vec<Vec<f32>> {
+        let (hp, wp) = padded_hw(d);
+        let xp = lanes_of(d.c * hp * wp, 1);
+        let w: Vec<f32> = lanes_of(d.o * d.ckk(), 2)
+            .iter()
+            .map(|l| l[3] * 0.3)
+            .collect();
+        let b: Vec<f32> = lanes_of(d.o, 3).iter().map(|l| l[5]).collect();
+        let mut z = vec![[0.0; LANES]; d.out_len()];
+        conv_forward(s, d, &xp, &w, &b, act, &mut z);
+        let mut p = vec![[0.0; LANES]; d.out_len() / 4];
+        pool_forward(s, pool, (d.o, d.ho(), d.wo()), &z, &mut p);
+        let dp = lanes_of(p.len(), 4);
+        let mut dz = vec![[0.0; LANES]; d.out_len()];
+        pool_act_backward(s, pool, act, (d.o, d.ho(), d.wo()), &z, &dp, &mut dz);
+        let mut dw = vec![0.0; w.len()];
+        conv_weight_grad(s, d, &xp, &dz, &mut dw);
+        let mut db = vec![0.0; d.o];
+        conv_bias_grad(s, d, &dz, &mut db);
+        let mut dx = vec![[0.0; LANES]; d.in_len()];
+        conv_input_grad(s, d, &dz, &w, &mut dx, &mut Vec::new());
+        vec![
+            z.as_flattened().to_vec(),
+            p.as_flattened().to_vec(),
+            dz.as_flattened().to_vec(),
+            dw,
+            db,
+            dx.as_flattened().to_vec(),
+        ]
+    }
+
+    #[test]
+    fn portable_and_dispatched_kernels_agree_on_lenet_shapes() {
+        let c1 = ConvDims {
+            c: 1,
+            h: 28,
+            w: 28,
+            o: 6,
+            k: 5,
+            pad: 2,
+        };
+        let c3 = ConvDims {
+            c: 6,
+            h: 14,
+            w: 14,
+            o: 16,
+            k: 5,
+            pad: 0,
+        };
+        // Remainder tiles (5 channels out, 7 in) and padding wider than the kernel's reach.
+        let odd = ConvDims {
+            c: 7,
+            h: 10,
+            w: 12,
+            o: 5,
+            k: 3,
+            pad: 3,
+        };
+        for d in [c1, c3, odd] {
+            for (act, pool) in [
+                (Act::Sigmoid, Pool::Avg),
+                (Act::Relu, Pool::Max),
+                (Act::Tanh, Pool::Max),
+            ] {
+                let portable = block_pass(Portable, &d, act, pool);
+                let dispatched = with_simd!(|s| block_pass(s, &d, act, pool));
+                for (what, (a, b)) in ["z", "pooled", "dz", "dw", "db", "dx"]
+                    .iter()
+                    .zip(portable.iter().zip(&dispatched))
+                {
+                    for (x, y) in a.iter().zip(b) {
+                        assert!(
+                            (x - y).abs() <= 1e-4 * (1.0 + x.abs()),
+                            "{d:?} {act:?} {pool:?} {what}: {x} vs {y}"
+                        );
+                    }
+                }
+            }
         }
     }
 }
