@@ -329,14 +329,19 @@ fn input_grad_tiles<S: Simd, const CB: usize, const XB: usize>(
             let i_lo = (y + d.pad).saturating_sub(ho - 1);
             let i_hi = (y + d.pad).min(k - 1);
             for x0 in xs.clone().step_by(XB) {
+                // Kernel columns j that reach an output column from any
+                // of the tile's pixels: 0 <= x + pad - j < Wo. The others
+                // would only multiply padding.
+                let j_lo = (x0 + d.pad).saturating_sub(d.wo() - 1);
+                let j_hi = (x0 + XB - 1 + d.pad).min(k - 1);
                 let mut acc = [[s.zero(); XB]; CB];
                 for o in 0..d.o {
                     for i in i_lo..=i_hi {
-                        // Output columns x0 + pad - j (j = k-1 down to 0),
-                        // shifted right by the K-1 columns of padding.
+                        // Output columns x0 + pad - j (j = j_hi down to
+                        // j_lo), shifted right by the K-1 columns of padding.
                         let row = (o * ho + y + d.pad - i) * wide;
-                        let seg = &dzp[row + x0 + d.pad..][..k - 1 + XB];
-                        let row_taps = &taps[(o * k + i) * k..][..k];
+                        let seg = &dzp[row + x0 + d.pad + (k - 1 - j_hi)..][..j_hi - j_lo + XB];
+                        let row_taps = &taps[(o * k + i) * k..][j_lo..=j_hi];
                         for (tap, window) in row_taps.iter().rev().zip(seg.windows(XB)) {
                             let mut v = [s.zero(); XB];
                             for xb in 0..XB {
