@@ -19,7 +19,7 @@
 use std::ops::Range;
 
 use super::kernels::{Act, ConvDims, Pool};
-use super::simd::{Lanes, Simd, LANES};
+use super::simd::{with_simd, Lanes, Simd, LANES};
 
 /// Tile sizes (output channels x pixels along a row) of each kernel: at
 /// most 12 accumulators, so that with the loaded inputs and a weight they
@@ -35,16 +35,63 @@ pub fn pack(x: &[f32], (c, h, w): (usize, usize, usize), pad: usize, out: &mut [
     let image_len = c * h * w;
     assert!(x.len() <= LANES * image_len && x.len().is_multiple_of(image_len));
     assert_eq!(out.len(), c * hp * wp);
-    if pad > 0 || x.len() < LANES * image_len {
+    let full = x.len() == LANES * image_len;
+    if pad > 0 || !full {
         // Borders and missing images stay zero; everything else is overwritten.
         out.fill([0.0; LANES]);
     }
+    if full {
+        return with_simd!(|s| pack_full(s, x, (c, h, w), pad, out));
+    }
     for (lane, image) in x.chunks_exact(image_len).enumerate() {
         for (row, src) in image.chunks_exact(w).enumerate() {
-            let (ch, y) = (row / h, row % h);
-            let dst = &mut out[(ch * hp + y + pad) * wp + pad..][..w];
+            let dst = &mut out[padded_row(row, (h, w), pad)..][..w];
             for (px, v) in dst.iter_mut().zip(src) {
                 px[lane] = *v;
+            }
+        }
+    }
+}
+
+/// Where row `row` (counted over all planes of `h` rows of `w`) starts
+/// once the planes are padded.
+fn padded_row(row: usize, (h, w): (usize, usize), pad: usize) -> usize {
+    let (plane, y) = (row / h, row % h);
+    (plane * (h + 2 * pad) + y + pad) * (w + 2 * pad) + pad
+}
+
+/// `pack` for eight images: 8 x 8 tiles (eight floats of a row of each
+/// image) transposed in registers, the rest of each row one by one.
+#[inline(always)]
+fn pack_full<S: Simd>(
+    s: S,
+    x: &[f32],
+    (c, h, w): (usize, usize, usize),
+    pad: usize,
+    out: &mut [Lanes],
+) {
+    let image_len = c * h * w;
+    for row in 0..c * h {
+        let dst = &mut out[padded_row(row, (h, w), pad)..][..w];
+        let (tiles, tail) = dst.as_chunks_mut::<LANES>();
+        for (t, tile) in tiles.iter_mut().enumerate() {
+            let at = row * w + t * LANES;
+            let mut v = [s.zero(); LANES];
+            for (lane, v) in v.iter_mut().enumerate() {
+                *v = s.load(
+                    x[lane * image_len + at..][..LANES]
+                        .try_into()
+                        .expect("8 floats"),
+                );
+            }
+            for (px, v) in tile.iter_mut().zip(s.transpose(v)) {
+                s.store(px, v);
+            }
+        }
+        let done = row * w + tiles.len() * LANES;
+        for (i, px) in tail.iter_mut().enumerate() {
+            for (lane, v) in px.iter_mut().enumerate() {
+                *v = x[lane * image_len + done + i];
             }
         }
     }
@@ -55,9 +102,35 @@ pub fn pack(x: &[f32], (c, h, w): (usize, usize, usize), pad: usize, out: &mut [
 pub fn unpack(planes: &[Lanes], out: &mut [f32]) {
     let image_len = planes.len();
     assert!(out.len() <= LANES * image_len && out.len().is_multiple_of(image_len));
+    if out.len() == LANES * image_len {
+        return with_simd!(|s| unpack_full(s, planes, out));
+    }
     for (lane, image) in out.chunks_exact_mut(image_len).enumerate() {
         for (v, px) in image.iter_mut().zip(planes) {
             *v = px[lane];
+        }
+    }
+}
+
+/// `unpack` for eight images: 8 x 8 tiles transposed in registers.
+#[inline(always)]
+fn unpack_full<S: Simd>(s: S, planes: &[Lanes], out: &mut [f32]) {
+    let image_len = planes.len();
+    let (tiles, tail) = planes.as_chunks::<LANES>();
+    for (t, tile) in tiles.iter().enumerate() {
+        let mut v = [s.zero(); LANES];
+        for (v, px) in v.iter_mut().zip(tile) {
+            *v = s.load(px);
+        }
+        for (lane, v) in s.transpose(v).into_iter().enumerate() {
+            let at = lane * image_len + t * LANES;
+            s.store((&mut out[at..at + LANES]).try_into().expect("8 floats"), v);
+        }
+    }
+    let done = tiles.len() * LANES;
+    for (i, px) in tail.iter().enumerate() {
+        for (lane, v) in px.iter().enumerate() {
+            out[lane * image_len + done + i] = *v;
         }
     }
 }
@@ -95,13 +168,12 @@ pub fn conv_forward<S: Simd>(
         (d.o * d.ckk(), d.o, d.out_len())
     );
     let f = ForwardArgs { d, xp, w, b, act };
-    // Tiles of 6 channels x 2 pixels where the channels come in sixes
-    // (c1), else 4 x 2 (c3's 16 channels; 4 x 3 ran out of registers).
-    if d.o.is_multiple_of(6) {
-        forward_tiled::<S, 6, 2>(s, &f, z);
-    } else {
-        forward_tiled::<S, 4, 2>(s, &f, z);
-    }
+    // Tiles of 6 channels x 2 pixels: 12 accumulators keep both FMA units
+    // busy through the FMA latency (8 did not; 4 x 3 ran out of
+    // registers). c3's 16 channels: two 6-channel tiles and a 4-channel one.
+    let sixes = d.o - d.o % 6;
+    forward_tiled::<S, 6, 2>(s, &f, z, 0..sixes);
+    forward_tiled::<S, 4, 2>(s, &f, z, sixes..d.o);
 }
 
 /// The inputs of a forward convolution, as `conv_forward` takes them.
@@ -113,20 +185,22 @@ struct ForwardArgs<'a> {
     act: Act,
 }
 
-/// Covers the output with OB x XB tiles, and what is left at the edges
-/// with narrower ones.
+/// Covers output channels `os` with OB x XB tiles, and what is left at
+/// the edges with narrower ones.
 #[inline(always)]
 fn forward_tiled<S: Simd, const OB: usize, const XB: usize>(
     s: S,
     f: &ForwardArgs,
     z: &mut [Lanes],
+    os: Range<usize>,
 ) {
-    let (o, wo) = (f.d.o, f.d.wo());
-    let (o_main, x_main) = (o - o % OB, wo - wo % XB);
-    forward_tiles::<S, OB, XB>(s, f, z, 0..o_main, 0..x_main);
-    forward_tiles::<S, OB, 1>(s, f, z, 0..o_main, x_main..wo);
-    forward_tiles::<S, 1, XB>(s, f, z, o_main..o, 0..x_main);
-    forward_tiles::<S, 1, 1>(s, f, z, o_main..o, x_main..wo);
+    let wo = f.d.wo();
+    let o_main = os.end - os.len() % OB;
+    let x_main = wo - wo % XB;
+    forward_tiles::<S, OB, XB>(s, f, z, os.start..o_main, 0..x_main);
+    forward_tiles::<S, OB, 1>(s, f, z, os.start..o_main, x_main..wo);
+    forward_tiles::<S, 1, XB>(s, f, z, o_main..os.end, 0..x_main);
+    forward_tiles::<S, 1, 1>(s, f, z, o_main..os.end, x_main..wo);
 }
 
 #[inline(always)]
@@ -492,6 +566,43 @@ mod tests {
                 })
             })
             .collect()
+    }
+
+    #[test]
+    fn pack_and_unpack_move_each_pixel_to_its_lane() {
+        let (c, h, w) = (2, 3, 11); // 11: one 8 x 8 tile and a tail per row
+        for images in [8, 5] {
+            let x: Vec<f32> = (0..images * c * h * w).map(|i| i as f32).collect();
+            for pad in [0, 2] {
+                let (hp, wp) = (h + 2 * pad, w + 2 * pad);
+                let mut packed = vec![[f32::NAN; LANES]; c * hp * wp];
+                pack(&x, (c, h, w), pad, &mut packed);
+                for lane in 0..LANES {
+                    for ch in 0..c {
+                        for y in 0..hp {
+                            for xx in 0..wp {
+                                let (iy, ix) =
+                                    (y as isize - pad as isize, xx as isize - pad as isize);
+                                let inside = lane < images
+                                    && (0..h as isize).contains(&iy)
+                                    && (0..w as isize).contains(&ix);
+                                let want = if inside {
+                                    x[((lane * c + ch) * h + iy as usize) * w + ix as usize]
+                                } else {
+                                    0.0
+                                };
+                                assert_eq!(packed[(ch * hp + y) * wp + xx][lane], want);
+                            }
+                        }
+                    }
+                }
+                if pad == 0 {
+                    let mut back = vec![f32::NAN; x.len()];
+                    unpack(&packed, &mut back);
+                    assert_eq!(back, x);
+                }
+            }
+        }
     }
 
     /// Everything one block goes through in training, on one instruction set.

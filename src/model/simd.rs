@@ -43,6 +43,10 @@ pub trait Simd: Copy {
     fn gt(self, a: Self::V, b: Self::V) -> Self::V;
     /// Per lane, `if_true` where `mask` (from `gt`) is set, else `if_false`.
     fn select(self, mask: Self::V, if_true: Self::V, if_false: Self::V) -> Self::V;
+    /// The 8 x 8 transpose: lane `j` of vector `i` becomes lane `i` of
+    /// vector `j` (eight rows of one image each become eight pixels of
+    /// eight images).
+    fn transpose(self, rows: [Self::V; LANES]) -> [Self::V; LANES];
 }
 
 /// Plain arrays: what the compiler makes of them on any CPU.
@@ -117,6 +121,10 @@ impl Simd for Portable {
                 if_false[l]
             }
         })
+    }
+    #[inline(always)]
+    fn transpose(self, rows: [Lanes; LANES]) -> [Lanes; LANES] {
+        std::array::from_fn(|j| std::array::from_fn(|i| rows[i][j]))
     }
 }
 
@@ -226,6 +234,39 @@ mod x86 {
         fn select(self, mask: __m256, if_true: __m256, if_false: __m256) -> __m256 {
             unsafe { _mm256_blendv_ps(if_false, if_true, mask) }
         }
+        #[inline(always)]
+        fn transpose(self, r: [__m256; 8]) -> [__m256; 8] {
+            // Interleave pairs of rows, then pairs of pairs within each
+            // 128-bit half, then swap the halves.
+            unsafe {
+                let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+                let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+                let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+                let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+                let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+                let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+                let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+                let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+                let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+                let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+                let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+                let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+                let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+                let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+                let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+                let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+                [
+                    _mm256_permute2f128_ps::<0x20>(u0, u4),
+                    _mm256_permute2f128_ps::<0x20>(u1, u5),
+                    _mm256_permute2f128_ps::<0x20>(u2, u6),
+                    _mm256_permute2f128_ps::<0x20>(u3, u7),
+                    _mm256_permute2f128_ps::<0x31>(u0, u4),
+                    _mm256_permute2f128_ps::<0x31>(u1, u5),
+                    _mm256_permute2f128_ps::<0x31>(u2, u6),
+                    _mm256_permute2f128_ps::<0x31>(u3, u7),
+                ]
+            }
+        }
     }
 
     /// Runs `f` in a function compiled for AVX2 and FMA, so that the
@@ -307,5 +348,24 @@ mod tests {
         });
         assert_eq!(fma_sum(Portable, &a, &b), want);
         assert_eq!(with_simd!(|s| fma_sum(s, &a, &b)), want);
+    }
+
+    fn transposed<S: Simd>(s: S, rows: &[Lanes; LANES]) -> [Lanes; LANES] {
+        let t = s.transpose(std::array::from_fn(|i| s.load(&rows[i])));
+        let mut out = [[0.0; LANES]; LANES];
+        for (o, v) in out.iter_mut().zip(t) {
+            s.store(o, v);
+        }
+        out
+    }
+
+    #[test]
+    fn transpose_swaps_rows_and_lanes() {
+        let rows: [Lanes; LANES] =
+            std::array::from_fn(|i| std::array::from_fn(|j| (10 * i + j) as f32));
+        let want: [Lanes; LANES] =
+            std::array::from_fn(|j| std::array::from_fn(|i| (10 * i + j) as f32));
+        assert_eq!(transposed(Portable, &rows), want);
+        assert_eq!(with_simd!(|s| transposed(s, &rows)), want);
     }
 }
