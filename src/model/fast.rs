@@ -140,7 +140,8 @@ pub fn conv2d<T: Tape<f32, Cpu>>(
         b,
         w_shape,
         pad,
-        true,
+        // The backward needs the input; inference does not.
+        T::OWNS_TAPE,
         |d| (d.ho(), d.wo()),
         |i, x| {
             let y = kernels::conv_forward(&i.d, i.batch, x, &i.w, &i.b, act);
