@@ -18,6 +18,8 @@ use crate::train::Trainer;
 /// What to measure.
 #[derive(Debug, Clone)]
 pub struct BenchPlan {
+    /// Entries of `VARIANTS`, in the order to measure them.
+    pub variants: Vec<Variant>,
     pub train_batches: Vec<usize>,
     pub infer_batches: Vec<usize>,
     /// Seconds of timed work per cell (after a warm-up).
@@ -48,10 +50,24 @@ pub struct BenchReport {
     pub peak_rss_mb: Option<f64>,
 }
 
-pub const VARIANTS: [(&str, Activation, Pooling); 2] = [
+/// A model variant the bench measures: (name, activation, pooling).
+pub type Variant = (&'static str, Activation, Pooling);
+
+pub const VARIANTS: [Variant; 2] = [
     ("sigmoid+avg", Activation::Sigmoid, Pooling::Avg),
     ("relu+max", Activation::Relu, Pooling::Max),
 ];
+
+/// The entry of `VARIANTS` called `name`.
+pub fn variant(name: &str) -> Result<Variant> {
+    VARIANTS.into_iter().find(|v| v.0 == name).ok_or_else(|| {
+        let names: Vec<_> = VARIANTS.iter().map(|v| v.0).collect();
+        anyhow::anyhow!(
+            "--variants: unknown variant {name:?} (expected {})",
+            names.join(", ")
+        )
+    })
+}
 
 pub struct Bench<'a> {
     pub plan: &'a BenchPlan,
@@ -111,7 +127,7 @@ impl DeviceTask for Bench<'_> {
     fn run<D: Device<f32>, O: ConvOps<D>>(self, dev: D, ops: O) -> Self::Output {
         let mut cells = Vec::new();
         let plan = self.plan;
-        for (name, activation, pooling) in VARIANTS {
+        for &(name, activation, pooling) in &plan.variants {
             for &bs in &plan.train_batches {
                 let config = config_for(activation, pooling, bs);
                 let mut trainer = Trainer::new(dev.clone(), ops.clone(), &config);

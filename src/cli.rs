@@ -82,12 +82,15 @@ pub struct BenchArgs {
     /// Seconds of timed work per table cell, after a short warm-up.
     #[arg(long, default_value_t = 3.0)]
     pub seconds: f64,
-    /// Training batch sizes to measure.
-    #[arg(long, value_delimiter = ',', default_value = "16,64,256")]
-    pub train_batches: Vec<usize>,
-    /// Inference batch sizes to measure.
-    #[arg(long, value_delimiter = ',', default_value = "256,1000")]
-    pub infer_batches: Vec<usize>,
+    /// Training batch sizes to measure, or `none`.
+    #[arg(long, value_delimiter = ',', default_value = "16,64,256", value_parser = batch_size)]
+    pub train_batches: Vec<Option<usize>>,
+    /// Inference batch sizes to measure, or `none`.
+    #[arg(long, value_delimiter = ',', default_value = "256,1000", value_parser = batch_size)]
+    pub infer_batches: Vec<Option<usize>>,
+    /// Model variants to measure: sigmoid+avg (the seed's) and relu+max.
+    #[arg(long, value_delimiter = ',', default_value = "sigmoid+avg,relu+max")]
+    pub variants: Vec<String>,
     /// Worker threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
@@ -170,4 +173,15 @@ pub struct PredictArgs {
     pub out: Option<PathBuf>,
     #[command(flatten)]
     pub overrides: Overrides,
+}
+
+/// A batch size for `runner bench`, or `none` (parsed as `None`) to skip a mode.
+fn batch_size(text: &str) -> Result<Option<usize>, String> {
+    match text {
+        "none" => Ok(None),
+        _ => text
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("{text:?} is not a batch size (a whole number, or none)")),
+    }
 }

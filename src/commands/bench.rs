@@ -15,6 +15,12 @@ pub fn execute(args: &BenchArgs) -> Result<i32> {
             anyhow::anyhow!("--device {:?}: expected auto, cpu or cuda", args.device)
         })?;
     let backend = device::resolve(choice)?;
+    let variants = args
+        .variants
+        .iter()
+        .map(|name| bench::variant(name))
+        .collect::<Result<Vec<_>>>()?;
+
     let threads = super::init_threads(args.threads);
     let data_config = DataConfig {
         dir: args.data.clone(),
@@ -22,8 +28,9 @@ pub fn execute(args: &BenchArgs) -> Result<i32> {
     };
     let data = data::load(&data_config).context("loading MNIST for the benchmark")?;
     let plan = BenchPlan {
-        train_batches: args.train_batches.clone(),
-        infer_batches: args.infer_batches.clone(),
+        variants,
+        train_batches: args.train_batches.iter().flatten().copied().collect(),
+        infer_batches: args.infer_batches.iter().flatten().copied().collect(),
         seconds: args.seconds,
         epoch: !args.no_epoch,
     };

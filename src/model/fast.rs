@@ -9,8 +9,9 @@ use std::cell::RefCell;
 
 use dfdx::prelude::*;
 
+use super::chain::{self, Stage};
 use super::kernels::{self, Act, ConvDims, Pool};
-use super::{Act4, Param};
+use super::{Act4, ConvLayer, Param};
 
 /// Copies a contiguous tensor's values out (dfdx exposes no borrowed view).
 fn values<S: Shape, T>(t: &Tensor<S, f32, Cpu, T>) -> Vec<f32> {
@@ -153,33 +154,77 @@ pub fn conv2d<T: Tape<f32, Cpu>>(
     )
 }
 
-/// `pool(act(conv2d(x, w) + b))` as one op: the pre-pool activations stay
-/// inside the op (kept for backward) instead of becoming a tensor.
-#[allow(clippy::too_many_arguments)]
-pub fn conv_pool2d<T: Tape<f32, Cpu>>(
+/// `pool(act(conv2d(x, w) + b))` for each of `layers` in turn, as one op
+/// (`chain.rs`): the pre-pool activations and the tensors between the
+/// layers stay inside the op (kept for the backward) instead of becoming
+/// tensors of their own. `need_dx = false` skips the input gradient.
+pub fn conv_pool_chain<T: Tape<f32, Cpu>>(
     x: Act4<Cpu, T>,
-    w: &Param<Cpu>,
-    b: &Param<Cpu>,
-    w_shape: [usize; 4],
-    pad: usize,
+    layers: &[ConvLayer<Cpu>],
     act: Act,
     pool: Pool,
     need_dx: bool,
 ) -> Act4<Cpu, T> {
-    conv_op(
-        x,
-        w,
-        b,
-        w_shape,
-        pad,
-        // The backward works from the packed copy it keeps.
-        false,
-        |d| (d.ho() / 2, d.wo() / 2),
-        |i, x| kernels::conv_pool_forward(&i.d, i.batch, x, &i.w, &i.b, act, pool, T::OWNS_TAPE),
-        move |i, saved, dy| {
-            kernels::conv_pool_backward(&i.d, i.batch, &i.w, saved, dy, act, pool, need_dx)
-        },
-    )
+    let (batch, c, h, width) = *x.shape();
+    let mut dims = Vec::with_capacity(layers.len());
+    let (mut c, mut h, mut width) = (c, h, width);
+    for layer in layers {
+        let [o, wc, k, k2] = layer.shape;
+        assert_eq!(
+            (c, k),
+            (wc, k2),
+            "conv2d: input has {c} channels, weights {:?}",
+            layer.shape
+        );
+        let d = ConvDims {
+            c,
+            h,
+            w: width,
+            o,
+            k,
+            pad: layer.pad,
+        };
+        (c, h, width) = (o, d.ho() / 2, d.wo() / 2);
+        dims.push(d);
+    }
+    // A no-op for contiguous tensors; makes a contiguous copy otherwise.
+    let x = x.reshape_like(&(batch, dims[0].c, dims[0].h, dims[0].w));
+    let dev = x.device().clone();
+    let (x, mut tape) = x.split_tape();
+    let params: Vec<(Vec<f32>, Vec<f32>)> =
+        layers.iter().map(|l| (values(l.w), values(l.b))).collect();
+    // The backward works from the packed copies the chain keeps.
+    let (y, saved) = with_values(&x, |x| {
+        chain::chain_forward(&stages(&dims, &params), batch, x, act, pool, T::OWNS_TAPE)
+    });
+    let out = dev.tensor_from_vec(y, (batch, c, h, width));
+    if T::OWNS_TAPE {
+        let x_id = x.ghost();
+        let param_ids: Vec<_> = layers.iter().map(|l| (l.w.ghost(), l.b.ghost())).collect();
+        let out_id = out.ghost();
+        tape.add_backward_op(move |grads| {
+            let dy = grads.get_or_alloc_mut(&out_id)?.to_vec();
+            let stages = stages(&dims, &params);
+            let g = chain::chain_backward(&stages, batch, &saved, &dy, act, pool, need_dx);
+            if let Some(dx) = &g[0].dx {
+                add_into(grads.get_or_alloc_mut(&x_id)?, dx);
+            }
+            for (g, (w_id, b_id)) in g.iter().zip(&param_ids) {
+                add_into(grads.get_or_alloc_mut(w_id)?, &g.dw);
+                add_into(grads.get_or_alloc_mut(b_id)?, &g.db);
+            }
+            Ok(())
+        });
+    }
+    out.put_tape(tape)
+}
+
+/// The chain's stages, over weights and biases copied out of their tensors.
+fn stages<'a>(dims: &[ConvDims], params: &'a [(Vec<f32>, Vec<f32>)]) -> Vec<Stage<'a>> {
+    dims.iter()
+        .zip(params)
+        .map(|(&d, (w, b))| Stage { d, w, b })
+        .collect()
 }
 
 /// 2x2, stride 2 pooling.

@@ -2,8 +2,9 @@
 //!
 //! Tensors come and go in PyTorch's NCHW layout. Inside, a batch is cut
 //! into blocks of eight images that are packed lane-interleaved and
-//! convolved directly (`lanes.rs`), with the activation and the pooling
-//! done on the block before it is unpacked. When the kernel covers the
+//! convolved directly (`lanes.rs`), with the activation done on the block
+//! before it is unpacked (`chain.rs` adds the pooling, and chains stages
+//! without unpacking in between). When the kernel covers the
 //! whole unpadded input (c5: 5x5 on 5x5) the convolution is a plain matrix
 //! product over the batch instead, done by the `gemm` crate (dfdx's own
 //! matrix kernel).
@@ -11,8 +12,6 @@
 //! Blocks run in parallel with rayon. Weight gradients are summed per
 //! block and the block sums added in block order, so results do not
 //! depend on the number of threads.
-
-use std::sync::Mutex;
 
 use rayon::prelude::*;
 
@@ -122,13 +121,13 @@ fn add_bias_and_activate(d: &ConvDims, bias: &[f32], act: Act, out: &mut [f32]) 
 }
 
 /// A zeroed buffer whose contents are about to be overwritten anyway.
-fn buffer(len: usize) -> Vec<f32> {
+pub(super) fn buffer(len: usize) -> Vec<f32> {
     vec![0.0f32; len]
 }
 
 /// `len` lane pixels of a reused buffer, with stale contents: every
 /// caller overwrites all of them (zeroing was a measurable cost).
-fn lane_buffer(buf: &mut Vec<Lanes>, len: usize) -> &mut [Lanes] {
+pub(super) fn lane_buffer(buf: &mut Vec<Lanes>, len: usize) -> &mut [Lanes] {
     buf.resize(len, [0.0; LANES]);
     buf
 }
@@ -197,106 +196,6 @@ pub fn conv_forward(
     out
 }
 
-/// What the fused convolution + activation + pooling keeps for its
-/// backward, per block of `CHUNK` images, in lanes.
-pub struct ConvPoolSaved {
-    /// The inputs, packed with the convolution's padding: [C][Hp][Wp] per block.
-    pub inputs: Vec<Lanes>,
-    /// The activations before pooling: [O][Ho][Wo] per block.
-    pub activations: Vec<Lanes>,
-}
-
-/// Buffers of finished backward passes, reused by the next forward: fresh
-/// zeroed megabytes every step cost more than the pooling itself.
-static SPARE_BUFFERS: Mutex<Vec<Vec<Lanes>>> = Mutex::new(Vec::new());
-
-/// A buffer of `len` lane pixels with stale contents, for a caller that
-/// overwrites all of them.
-fn spare_buffer(len: usize) -> Vec<Lanes> {
-    let fitting = SPARE_BUFFERS.lock().ok().and_then(|mut spare| {
-        let at = spare.iter().position(|buf| buf.capacity() >= len)?;
-        Some(spare.swap_remove(at))
-    });
-    let mut buf = fitting.unwrap_or_else(|| Vec::with_capacity(len));
-    buf.resize(len, [0.0; LANES]);
-    buf
-}
-
-impl Drop for ConvPoolSaved {
-    fn drop(&mut self) {
-        const KEEP: usize = 8;
-        if let Ok(mut spare) = SPARE_BUFFERS.lock() {
-            for buf in [&mut self.inputs, &mut self.activations] {
-                if buf.capacity() > 0 && spare.len() < KEEP {
-                    spare.push(std::mem::take(buf));
-                }
-            }
-        }
-    }
-}
-
-/// `pool(act(conv(x, w) + b))` in one pass over each block, so the large
-/// pre-pool activations never become a tensor of their own. They are kept
-/// (with the packed input) for the backward only when `keep` is set
-/// (training); inference reuses per-thread buffers instead.
-#[allow(clippy::too_many_arguments)]
-pub fn conv_pool_forward(
-    d: &ConvDims,
-    batch: usize,
-    x: &[f32],
-    w: &[f32],
-    b: &[f32],
-    act: Act,
-    pool: Pool,
-    keep: bool,
-) -> (Vec<f32>, ConvPoolSaved) {
-    assert_eq!(x.len(), batch * d.in_len());
-    assert_eq!((w.len(), b.len()), (d.o * d.ckk(), d.o));
-    let (ho, wo) = (d.ho(), d.wo());
-    assert!(
-        ho % 2 == 0 && wo % 2 == 0,
-        "2x2 pooling needs even sizes, got {ho}x{wo}"
-    );
-    let (hp, wp) = lanes::padded_hw(d);
-    let (in_lanes, out_lanes) = (d.c * hp * wp, d.out_len());
-    let blocks = batch.div_ceil(CHUNK);
-    let kept = if keep { blocks } else { 0 };
-    let mut saved = ConvPoolSaved {
-        inputs: spare_buffer(kept * in_lanes),
-        activations: spare_buffer(kept * out_lanes),
-    };
-    let mut kept_blocks: Vec<Option<(&mut [Lanes], &mut [Lanes])>> = saved
-        .inputs
-        .chunks_mut(in_lanes)
-        .zip(saved.activations.chunks_mut(out_lanes))
-        .map(Some)
-        .collect();
-    kept_blocks.resize_with(blocks, || None);
-    let pooled_len = d.out_len() / 4;
-    let mut pooled = buffer(batch * pooled_len);
-    pooled
-        .par_chunks_mut(CHUNK * pooled_len)
-        .zip(x.par_chunks(CHUNK * d.in_len()))
-        .zip(kept_blocks.into_par_iter())
-        .for_each_init(Scratch::default, |scratch, ((y, x), kept)| {
-            let Scratch {
-                input,
-                output,
-                pooled: p,
-                ..
-            } = scratch;
-            let (xp, a) = match kept {
-                Some((xp, a)) => (xp, a),
-                None => (lane_buffer(input, in_lanes), lane_buffer(output, out_lanes)),
-            };
-            forward_block(d, x, w, b, act, xp, a);
-            let p = lane_buffer(p, pooled_len);
-            with_simd!(|s| lanes::pool_forward(s, pool, (d.o, ho, wo), a, p));
-            lanes::unpack(p, y);
-        });
-    (pooled, saved)
-}
-
 /// Gradients of a convolution.
 pub struct ConvGrads {
     /// `None` when the input gradient was not asked for.
@@ -306,14 +205,18 @@ pub struct ConvGrads {
 }
 
 /// One block's share of the weight and bias gradients.
-struct BlockGrads {
+pub(super) struct BlockGrads {
     dw: Vec<f32>,
     db: Vec<f32>,
 }
 
 /// Adds up the blocks' gradients, block after block: the same order for
 /// any number of threads.
-fn reduce_blocks(d: &ConvDims, blocks: &[BlockGrads], dx: Option<Vec<f32>>) -> ConvGrads {
+pub(super) fn reduce_blocks<'a>(
+    d: &ConvDims,
+    blocks: impl Iterator<Item = &'a BlockGrads>,
+    dx: Option<Vec<f32>>,
+) -> ConvGrads {
     let mut dw = buffer(d.o * d.ckk());
     let mut db = buffer(d.o);
     for block in blocks {
@@ -321,6 +224,20 @@ fn reduce_blocks(d: &ConvDims, blocks: &[BlockGrads], dx: Option<Vec<f32>>) -> C
         add_assign(&mut db, &block.db);
     }
     ConvGrads { dx, dw, db }
+}
+
+/// One block's weight and bias gradients, from its packed input `xp` and
+/// the gradient `dz` of the convolution's output (before the activation).
+pub(super) fn weight_and_bias_grads(d: &ConvDims, xp: &[Lanes], dz: &[Lanes]) -> BlockGrads {
+    let mut grads = BlockGrads {
+        dw: buffer(d.o * d.ckk()),
+        db: buffer(d.o),
+    };
+    with_simd!(|s| {
+        lanes::conv_weight_grad(s, d, xp, dz, &mut grads.dw);
+        lanes::conv_bias_grad(s, d, dz, &mut grads.db);
+    });
+    grads
 }
 
 /// The weight, bias and (into `dx`, NCHW, when given) input gradients of
@@ -334,14 +251,7 @@ fn backward_block(
     dx: Option<&mut [f32]>,
     (dx_lanes, padded): (&mut Vec<Lanes>, &mut Vec<Lanes>),
 ) -> BlockGrads {
-    let mut grads = BlockGrads {
-        dw: buffer(d.o * d.ckk()),
-        db: buffer(d.o),
-    };
-    with_simd!(|s| {
-        lanes::conv_weight_grad(s, d, xp, dz, &mut grads.dw);
-        lanes::conv_bias_grad(s, d, dz, &mut grads.db);
-    });
+    let grads = weight_and_bias_grads(d, xp, dz);
     if let Some(dx) = dx {
         let dx_lanes = lane_buffer(dx_lanes, d.in_len());
         with_simd!(|s| lanes::conv_input_grad(s, d, dz, w, dx_lanes, padded));
@@ -398,60 +308,21 @@ pub fn conv_backward(
             backward_block(d, xp, w, dz, dx, (grad, padded))
         })
         .collect();
-    reduce_blocks(d, &blocks, need_dx.then_some(dx))
+    reduce_blocks(d, blocks.iter(), need_dx.then_some(dx))
 }
 
 /// `buf` cut into `len`-sized chunks, or as many `None`s as there are
 /// blocks in `batch` when `buf` is empty (the gradient was not asked for).
-fn optional_chunks(buf: &mut [f32], len: usize, batch: usize) -> Vec<Option<&mut [f32]>> {
+pub(super) fn optional_chunks(
+    buf: &mut [f32],
+    len: usize,
+    batch: usize,
+) -> Vec<Option<&mut [f32]>> {
     if buf.is_empty() {
         (0..batch.div_ceil(CHUNK)).map(|_| None).collect()
     } else {
         buf.chunks_mut(len).map(Some).collect()
     }
-}
-
-/// Backward of `conv_pool_forward`, given the gradient w.r.t. the pooled output.
-#[allow(clippy::too_many_arguments)]
-pub fn conv_pool_backward(
-    d: &ConvDims,
-    batch: usize,
-    w: &[f32],
-    saved: &ConvPoolSaved,
-    dpooled: &[f32],
-    act: Act,
-    pool: Pool,
-    need_dx: bool,
-) -> ConvGrads {
-    let (in_len, out_len, pooled_len) = (d.in_len(), d.out_len(), d.out_len() / 4);
-    let in_lanes = saved.inputs.len() / batch.div_ceil(CHUNK);
-    let mut dx = if need_dx {
-        buffer(batch * in_len)
-    } else {
-        Vec::new()
-    };
-    let blocks: Vec<BlockGrads> = optional_chunks(&mut dx, CHUNK * in_len, batch)
-        .into_par_iter()
-        .zip(saved.inputs.par_chunks(in_lanes))
-        .zip(saved.activations.par_chunks(out_len))
-        .zip(dpooled.par_chunks(CHUNK * pooled_len))
-        .map_init(Scratch::default, |scratch, (((dx, xp), a), dp)| {
-            let Scratch {
-                output,
-                grad,
-                pooled,
-                padded,
-                ..
-            } = scratch;
-            let dp_lanes = lane_buffer(pooled, pooled_len);
-            lanes::pack(dp, (d.o, d.ho() / 2, d.wo() / 2), 0, dp_lanes);
-            let dz = lane_buffer(output, out_len);
-            let dims = (d.o, d.ho(), d.wo());
-            with_simd!(|s| lanes::pool_act_backward(s, pool, act, dims, a, dp_lanes, dz));
-            backward_block(d, xp, w, dz, dx, (grad, padded))
-        })
-        .collect();
-    reduce_blocks(d, &blocks, need_dx.then_some(dx))
 }
 
 /// Output channels per weight-gradient product of the dense backward: a
@@ -659,7 +530,7 @@ pub fn pool_backward(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Direct convolution by definition, for checking the kernels.
@@ -698,7 +569,8 @@ mod tests {
         out
     }
 
-    fn pseudo_random(n: usize, seed: u32) -> Vec<f32> {
+    /// Values in [-1, 1), the same for the same seed.
+    pub(crate) fn pseudo_random(n: usize, seed: u32) -> Vec<f32> {
         let mut state = seed.wrapping_mul(2654435761).wrapping_add(1);
         (0..n)
             .map(|_| {
@@ -754,48 +626,6 @@ mod tests {
             let slow = conv_naive(&d, batch, &x, &w, &b);
             for (f, s) in fast.iter().zip(&slow) {
                 assert!((f - s).abs() < 1e-4, "{d:?}: {f} vs {s}");
-            }
-        }
-    }
-
-    #[test]
-    fn fused_conv_pool_matches_conv_then_pool() {
-        let d = ConvDims {
-            c: 2,
-            h: 9,
-            w: 9,
-            o: 3,
-            k: 4,
-            pad: 1,
-        };
-        let batch = 10;
-        let x = pseudo_random(batch * d.in_len(), 11);
-        let w = pseudo_random(d.o * d.ckk(), 12);
-        let b = pseudo_random(d.o, 13);
-        for pool in [Pool::Avg, Pool::Max] {
-            for act in [Act::Sigmoid, Act::Relu] {
-                let y = conv_forward(&d, batch, &x, &w, &b, act);
-                let (pooled, arg) = pool_forward(pool, batch * d.o, d.ho(), d.wo(), &y);
-                let (fused, saved) = conv_pool_forward(&d, batch, &x, &w, &b, act, pool, true);
-                let (inference, _) = conv_pool_forward(&d, batch, &x, &w, &b, act, pool, false);
-                assert_eq!(inference, pooled);
-                assert_eq!(fused, pooled);
-                let mut kept = vec![0.0; y.len()];
-                for (block, out) in saved
-                    .activations
-                    .chunks(d.out_len())
-                    .zip(kept.chunks_mut(CHUNK * d.out_len()))
-                {
-                    lanes::unpack(block, out);
-                }
-                assert_eq!(kept, y);
-                let dp = pseudo_random(pooled.len(), 14);
-                let dy = pool_backward(pool, batch * d.o, d.ho(), d.wo(), &dp, &arg);
-                let two_step = conv_backward(&d, batch, &x, &w, &y, &dy, act, true);
-                let one_step = conv_pool_backward(&d, batch, &w, &saved, &dp, act, pool, true);
-                assert_eq!(one_step.dw, two_step.dw);
-                assert_eq!(one_step.db, two_step.db);
-                assert_eq!(one_step.dx, two_step.dx);
             }
         }
     }

@@ -7,6 +7,7 @@
 //! tensor keeps its id, so gradients land on the flat parameter.
 
 pub mod activation;
+pub mod chain;
 pub mod composed;
 pub mod fast;
 pub mod kernels;
@@ -57,22 +58,41 @@ pub trait ConvOps<D: Device<f32>>: Clone {
         need_dx: bool,
     ) -> Act4<D, T>;
     fn pool<T: Tape<f32, D>>(&self, x: Act4<D, T>, kind: Pool) -> Act4<D, T>;
-    /// `pool(act(conv2d(x, w) + b))`; implementations may fuse the three.
-    #[allow(clippy::too_many_arguments)]
-    fn conv_pool<T: Tape<f32, D>>(
+    /// `pool(act(conv2d(x, w) + b))` for each of `layers` in turn;
+    /// implementations may fuse it all. `need_dx` is for the first layer's
+    /// input.
+    fn conv_pool_chain<T: Tape<f32, D>>(
         &self,
         x: Act4<D, T>,
-        w: &Param<D>,
-        b: &Param<D>,
-        w_shape: [usize; 4],
-        pad: usize,
+        layers: &[ConvLayer<D>],
         act: Act,
         pool: Pool,
         need_dx: bool,
     ) -> Act4<D, T> {
-        let y = self.conv(x, w, b, w_shape, pad, act, need_dx);
-        self.pool(y, pool)
+        let mut x = x;
+        for (i, layer) in layers.iter().enumerate() {
+            let y = self.conv(
+                x,
+                layer.w,
+                layer.b,
+                layer.shape,
+                layer.pad,
+                act,
+                need_dx || i > 0,
+            );
+            x = self.pool(y, pool);
+        }
+        x
     }
+}
+
+/// One convolution's parameters: weights of `shape` [O, C, K, K], bias [O],
+/// zero padding.
+pub struct ConvLayer<'a, D: Device<f32>> {
+    pub w: &'a Param<D>,
+    pub b: &'a Param<D>,
+    pub shape: [usize; 4],
+    pub pad: usize,
 }
 
 /// Ops composed from dfdx tensor ops: any device, slow on the CPU.
@@ -117,18 +137,15 @@ impl ConvOps<Cpu> for FastCpuOps {
     fn pool<T: Tape<f32, Cpu>>(&self, x: Act4<Cpu, T>, kind: Pool) -> Act4<Cpu, T> {
         fast::pool2d(x, kind)
     }
-    fn conv_pool<T: Tape<f32, Cpu>>(
+    fn conv_pool_chain<T: Tape<f32, Cpu>>(
         &self,
         x: Act4<Cpu, T>,
-        w: &Param<Cpu>,
-        b: &Param<Cpu>,
-        w_shape: [usize; 4],
-        pad: usize,
+        layers: &[ConvLayer<Cpu>],
         act: Act,
         pool: Pool,
         need_dx: bool,
     ) -> Act4<Cpu, T> {
-        fast::conv_pool2d(x, w, b, w_shape, pad, act, pool, need_dx)
+        fast::conv_pool_chain(x, layers, act, pool, need_dx)
     }
 }
 
@@ -167,6 +184,16 @@ impl From<Pooling> for Pool {
 fn shape4(i: usize) -> [usize; 4] {
     let s = PARAMS[i].1;
     [s[0], s[1], s[2], s[3]]
+}
+
+/// The convolution whose weights are `params[i]` (bias `params[i + 1]`).
+fn conv_layer<D: Device<f32>>(params: &[Param<D>], i: usize, pad: usize) -> ConvLayer<'_, D> {
+    ConvLayer {
+        w: &params[i],
+        b: &params[i + 1],
+        shape: shape4(i),
+        pad,
+    }
 }
 
 pub struct LeNet5<D: Device<f32>> {
@@ -249,8 +276,9 @@ impl<D: Device<f32>> LeNet5<D> {
         let pool = Pool::from(self.arch.pooling);
         let p = &self.params;
         let batch = x.shape().0;
-        let x = ops.conv_pool(x, &p[0], &p[1], shape4(0), 2, act, pool, false);
-        let x = ops.conv_pool(x, &p[2], &p[3], shape4(2), 0, act, pool, true);
+        let (c1, c3) = (conv_layer(p, 0, 2), conv_layer(p, 2, 0));
+        // The input is data: no gradient for it.
+        let x = ops.conv_pool_chain(x, &[c1, c3], act, pool, false);
         let x = ops.conv(x, &p[4], &p[5], shape4(4), 0, head_act, true);
         let x = x.reshape_like(&(batch, 120usize));
         let x = activate(linear(x, &p[6], &p[7], 84, 120), head_act);

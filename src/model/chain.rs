@@ -1,0 +1,454 @@
+//! Chains of `pool(act(conv(x, w) + b))` stages, run block by block: LeNet's
+//! c1-s2-c3-s4 as one op.
+//!
+//! Each block of eight images goes through every stage while it is in
+//! cache, packed in lanes (`lanes.rs`): the pooled output of one stage is
+//! the packed input of the next, so nothing between stages is unpacked,
+//! stored as a tensor and packed again; in the backward, the input gradient
+//! of one stage is the pooled-output gradient of the stage before. What the
+//! backward needs (each stage's packed input and activations) is kept per
+//! block. Weight gradients are summed per block, and the block sums added in
+//! block order, so results do not depend on the number of threads.
+
+use std::sync::Mutex;
+
+use rayon::prelude::*;
+
+use super::kernels::{
+    buffer, lane_buffer, optional_chunks, reduce_blocks, weight_and_bias_grads, Act, BlockGrads,
+    ConvDims, ConvGrads, Pool, CHUNK,
+};
+use super::lanes;
+use super::simd::{with_simd, Lanes, LANES};
+
+/// One stage: a stride-1 convolution with weights `w` [O, C, K, K] and
+/// bias `b` [O], the activation, then 2x2 pooling.
+#[derive(Debug, Clone, Copy)]
+pub struct Stage<'a> {
+    pub d: ConvDims,
+    pub w: &'a [f32],
+    pub b: &'a [f32],
+}
+
+impl Stage<'_> {
+    /// Lane pixels of one block's input once packed with the padding.
+    fn padded_len(&self) -> usize {
+        let (hp, wp) = lanes::padded_hw(&self.d);
+        self.d.c * hp * wp
+    }
+    fn conv_dims(&self) -> (usize, usize, usize) {
+        (self.d.o, self.d.ho(), self.d.wo())
+    }
+    fn pooled_dims(&self) -> (usize, usize, usize) {
+        (self.d.o, self.d.ho() / 2, self.d.wo() / 2)
+    }
+    fn pooled_len(&self) -> usize {
+        self.d.out_len() / 4
+    }
+}
+
+/// Checks that the stages fit together; shapes come from the model's code,
+/// so a mismatch is a bug, not bad input.
+fn check_chain(stages: &[Stage]) {
+    assert!(!stages.is_empty(), "a chain needs at least one stage");
+    for st in stages {
+        let (ho, wo) = (st.d.ho(), st.d.wo());
+        assert!(
+            ho % 2 == 0 && wo % 2 == 0,
+            "2x2 pooling needs even sizes, got {ho}x{wo}"
+        );
+        assert_eq!((st.w.len(), st.b.len()), (st.d.o * st.d.ckk(), st.d.o));
+    }
+    for pair in stages.windows(2) {
+        assert_eq!(
+            (pair[1].d.c, pair[1].d.h, pair[1].d.w),
+            pair[0].pooled_dims(),
+            "a stage's input must be the pooled output of the one before"
+        );
+    }
+}
+
+/// One stage's buffers for all blocks: packed inputs and activations.
+#[derive(Default)]
+struct StageBuffers {
+    inputs: Vec<Lanes>,
+    activations: Vec<Lanes>,
+}
+
+/// What a chain's forward keeps for its backward.
+pub struct ChainSaved {
+    /// Per stage: [C][Hp][Wp] inputs and [O][Ho][Wo] activations, per block.
+    stages: Vec<StageBuffers>,
+}
+
+/// Buffers of finished backward passes, reused by the next forward: fresh
+/// zeroed megabytes every step cost more than the pooling itself.
+static SPARE_BUFFERS: Mutex<Vec<Vec<Lanes>>> = Mutex::new(Vec::new());
+
+/// A buffer of `len` lane pixels with stale contents, for a caller that
+/// overwrites all of them.
+fn spare_buffer(len: usize) -> Vec<Lanes> {
+    let fitting = SPARE_BUFFERS.lock().ok().and_then(|mut spare| {
+        let at = spare.iter().position(|buf| buf.capacity() >= len)?;
+        Some(spare.swap_remove(at))
+    });
+    let mut buf = fitting.unwrap_or_else(|| Vec::with_capacity(len));
+    buf.resize(len, [0.0; LANES]);
+    buf
+}
+
+impl Drop for ChainSaved {
+    fn drop(&mut self) {
+        const KEEP: usize = 8;
+        if let Ok(mut spare) = SPARE_BUFFERS.lock() {
+            for stage in &mut self.stages {
+                for buf in [&mut stage.inputs, &mut stage.activations] {
+                    if buf.capacity() > 0 && spare.len() < KEEP {
+                        spare.push(std::mem::take(buf));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One block's (input, activations) per stage.
+type BlockBuffers<'a> = Vec<(&'a mut [Lanes], &'a mut [Lanes])>;
+
+/// Per-thread buffers of one block's forward when nothing is kept.
+#[derive(Default)]
+struct ForwardScratch {
+    stages: Vec<StageBuffers>,
+    pooled: Vec<Lanes>,
+}
+
+impl ForwardScratch {
+    fn split(&mut self, stages: &[Stage]) -> (BlockBuffers<'_>, &mut Vec<Lanes>) {
+        self.stages.resize_with(stages.len(), StageBuffers::default);
+        let buffers = self
+            .stages
+            .iter_mut()
+            .zip(stages)
+            .map(|(buf, st)| {
+                (
+                    lane_buffer(&mut buf.inputs, st.padded_len()),
+                    lane_buffer(&mut buf.activations, st.d.out_len()),
+                )
+            })
+            .collect();
+        (buffers, &mut self.pooled)
+    }
+}
+
+/// The chain's output for a batch `x` (NCHW, the first stage's input):
+/// [B, O, Ho/2, Wo/2] of the last stage. Each stage's packed input and
+/// activations are kept for the backward when `keep` is set (training);
+/// inference reuses per-thread buffers instead.
+pub fn chain_forward(
+    stages: &[Stage],
+    batch: usize,
+    x: &[f32],
+    act: Act,
+    pool: Pool,
+    keep: bool,
+) -> (Vec<f32>, ChainSaved) {
+    check_chain(stages);
+    let (first, last) = (&stages[0], &stages[stages.len() - 1]);
+    assert_eq!(x.len(), batch * first.d.in_len());
+    let blocks = batch.div_ceil(CHUNK);
+    let kept = if keep { blocks } else { 0 };
+    let mut saved = ChainSaved {
+        stages: stages
+            .iter()
+            .map(|st| StageBuffers {
+                inputs: spare_buffer(kept * st.padded_len()),
+                activations: spare_buffer(kept * st.d.out_len()),
+            })
+            .collect(),
+    };
+    let mut per_block: Vec<BlockBuffers> = (0..blocks).map(|_| Vec::new()).collect();
+    for (st, buf) in stages.iter().zip(&mut saved.stages) {
+        let pairs = buf
+            .inputs
+            .chunks_mut(st.padded_len())
+            .zip(buf.activations.chunks_mut(st.d.out_len()));
+        for (block, pair) in per_block.iter_mut().zip(pairs) {
+            block.push(pair);
+        }
+    }
+    let out_len = last.pooled_len();
+    let mut y = buffer(batch * out_len);
+    y.par_chunks_mut(CHUNK * out_len)
+        .zip(x.par_chunks(CHUNK * first.d.in_len()))
+        .zip(per_block.into_par_iter())
+        .for_each_init(ForwardScratch::default, |scratch, ((y, x), kept)| {
+            let (mut buffers, pooled) = if kept.is_empty() {
+                scratch.split(stages)
+            } else {
+                (kept, &mut scratch.pooled)
+            };
+            forward_block(stages, x, act, pool, &mut buffers, pooled, y);
+        });
+    (y, saved)
+}
+
+/// One block through every stage: packs `x`, then per stage convolves
+/// (activation included) and pools into the next stage's input, the last
+/// stage into `pooled`, unpacked into `y`.
+fn forward_block(
+    stages: &[Stage],
+    x: &[f32],
+    act: Act,
+    pool: Pool,
+    buffers: &mut [(&mut [Lanes], &mut [Lanes])],
+    pooled: &mut Vec<Lanes>,
+    y: &mut [f32],
+) {
+    let d0 = &stages[0].d;
+    lanes::pack(x, (d0.c, d0.h, d0.w), d0.pad, buffers[0].0);
+    for (s, st) in stages.iter().enumerate() {
+        let (done, rest) = buffers.split_at_mut(s + 1);
+        let (xp, a) = &mut done[s];
+        with_simd!(|v| lanes::conv_forward(v, &st.d, xp, st.w, st.b, act, a));
+        let dims = st.conv_dims();
+        match (rest.first_mut(), stages.get(s + 1)) {
+            (Some((next_xp, _)), Some(next)) if next.d.pad == 0 => {
+                with_simd!(|v| lanes::pool_forward(v, pool, dims, a, next_xp));
+            }
+            (Some((next_xp, _)), Some(next)) => {
+                let p = lane_buffer(pooled, st.pooled_len());
+                with_simd!(|v| lanes::pool_forward(v, pool, dims, a, p));
+                place_padded(p, st.pooled_dims(), next.d.pad, next_xp);
+            }
+            _ => {
+                let p = lane_buffer(pooled, st.pooled_len());
+                with_simd!(|v| lanes::pool_forward(v, pool, dims, a, p));
+                lanes::unpack(p, y);
+            }
+        }
+    }
+}
+
+/// Copies [C][H][W] lanes into `out` [C][H+2p][W+2p] with zero borders.
+fn place_padded(src: &[Lanes], (c, h, w): (usize, usize, usize), pad: usize, out: &mut [Lanes]) {
+    let wp = w + 2 * pad;
+    assert_eq!((src.len(), out.len()), (c * h * w, c * (h + 2 * pad) * wp));
+    out.fill([0.0; LANES]);
+    for (r, row) in src.chunks_exact(w).enumerate() {
+        let (plane, y) = (r / h, r % h);
+        let at = (plane * (h + 2 * pad) + y + pad) * wp + pad;
+        out[at..at + w].copy_from_slice(row);
+    }
+}
+
+/// Per-thread buffers of one block's backward.
+#[derive(Default)]
+struct BackwardScratch {
+    /// The gradient w.r.t. the current stage's pooled output.
+    dpooled: Vec<Lanes>,
+    /// The gradient w.r.t. the current stage's convolution output.
+    dz: Vec<Lanes>,
+    dx: Vec<Lanes>,
+    padded: Vec<Lanes>,
+}
+
+/// Backward of `chain_forward`, given the gradient w.r.t. its output.
+/// Returns each stage's gradients; only the first stage's carry an input
+/// gradient (when `need_dx`), the others' having flowed on inside the chain.
+pub fn chain_backward(
+    stages: &[Stage],
+    batch: usize,
+    saved: &ChainSaved,
+    dpooled: &[f32],
+    act: Act,
+    pool: Pool,
+    need_dx: bool,
+) -> Vec<ConvGrads> {
+    check_chain(stages);
+    let (first, last) = (&stages[0], &stages[stages.len() - 1]);
+    let blocks = batch.div_ceil(CHUNK);
+    assert_eq!(dpooled.len(), batch * last.pooled_len());
+    let mut per_block: Vec<Vec<(&[Lanes], &[Lanes])>> = (0..blocks).map(|_| Vec::new()).collect();
+    for (st, buf) in stages.iter().zip(&saved.stages) {
+        assert_eq!(
+            buf.inputs.len(),
+            blocks * st.padded_len(),
+            "forward kept nothing"
+        );
+        let pairs = buf
+            .inputs
+            .chunks(st.padded_len())
+            .zip(buf.activations.chunks(st.d.out_len()));
+        for (block, pair) in per_block.iter_mut().zip(pairs) {
+            block.push(pair);
+        }
+    }
+    let in_len = first.d.in_len();
+    let mut dx = if need_dx {
+        buffer(batch * in_len)
+    } else {
+        Vec::new()
+    };
+    let block_grads: Vec<Vec<BlockGrads>> = optional_chunks(&mut dx, CHUNK * in_len, batch)
+        .into_par_iter()
+        .zip(per_block.into_par_iter())
+        .zip(dpooled.par_chunks(CHUNK * last.pooled_len()))
+        .map_init(BackwardScratch::default, |scratch, ((dx, kept), dp)| {
+            backward_block(stages, &kept, dp, act, pool, dx, scratch)
+        })
+        .collect();
+    let mut dx = need_dx.then_some(dx);
+    stages
+        .iter()
+        .enumerate()
+        .map(|(s, st)| {
+            let blocks = block_grads.iter().map(|grads| &grads[s]);
+            reduce_blocks(&st.d, blocks, if s == 0 { dx.take() } else { None })
+        })
+        .collect()
+}
+
+/// One block's backward through every stage, last to first: returns the
+/// weight and bias gradients per stage, and writes the first stage's input
+/// gradient into `dx` (NCHW) when given.
+fn backward_block(
+    stages: &[Stage],
+    kept: &[(&[Lanes], &[Lanes])],
+    dp: &[f32],
+    act: Act,
+    pool: Pool,
+    dx: Option<&mut [f32]>,
+    scratch: &mut BackwardScratch,
+) -> Vec<BlockGrads> {
+    let last = &stages[stages.len() - 1];
+    let dpooled = lane_buffer(&mut scratch.dpooled, last.pooled_len());
+    lanes::pack(dp, last.pooled_dims(), 0, dpooled);
+    let mut grads = Vec::with_capacity(stages.len());
+    for (s, st) in stages.iter().enumerate().rev() {
+        let (xp, a) = kept[s];
+        let dz = lane_buffer(&mut scratch.dz, st.d.out_len());
+        let dims = st.conv_dims();
+        with_simd!(|v| lanes::pool_act_backward(v, pool, act, dims, a, &scratch.dpooled, dz));
+        grads.push(weight_and_bias_grads(&st.d, xp, dz));
+        if s == 0 && dx.is_none() {
+            break;
+        }
+        let dxl = lane_buffer(&mut scratch.dx, st.d.in_len());
+        with_simd!(|v| lanes::conv_input_grad(v, &st.d, dz, st.w, dxl, &mut scratch.padded));
+        if s == 0 {
+            lanes::unpack(dxl, dx.expect("checked above"));
+            break;
+        }
+        // This stage's input is the pooled output of the one before.
+        std::mem::swap(&mut scratch.dpooled, &mut scratch.dx);
+    }
+    grads.reverse();
+    grads
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::kernels::tests::pseudo_random;
+    use crate::model::kernels::{conv_backward, conv_forward, pool_backward, pool_forward};
+
+    /// conv, then pool, stage after stage, with the unfused kernels:
+    /// returns the output, and the gradients (dx of the first stage, then
+    /// dw and db per stage) for the output gradient `dout`.
+    fn unfused(
+        stages: &[Stage],
+        batch: usize,
+        x: &[f32],
+        act: Act,
+        pool: Pool,
+        dout: &[f32],
+    ) -> (Vec<f32>, Vec<Vec<f32>>) {
+        let mut inputs = vec![x.to_vec()];
+        let mut convs = Vec::new();
+        let mut args = Vec::new();
+        for st in stages {
+            let y = conv_forward(&st.d, batch, inputs.last().unwrap(), st.w, st.b, act);
+            let (p, arg) = pool_forward(pool, batch * st.d.o, st.d.ho(), st.d.wo(), &y);
+            convs.push(y);
+            args.push(arg);
+            inputs.push(p);
+        }
+        let out = inputs.pop().unwrap();
+        let mut grad = dout.to_vec();
+        let mut stage_grads = Vec::new();
+        for (s, st) in stages.iter().enumerate().rev() {
+            let (ho, wo) = (st.d.ho(), st.d.wo());
+            let dy = pool_backward(pool, batch * st.d.o, ho, wo, &grad, &args[s]);
+            let g = conv_backward(&st.d, batch, &inputs[s], st.w, &convs[s], &dy, act, true);
+            stage_grads.push(vec![g.dw, g.db]);
+            grad = g.dx.unwrap();
+        }
+        stage_grads.reverse();
+        let mut all = vec![grad];
+        all.extend(stage_grads.into_iter().flatten());
+        (out, all)
+    }
+
+    #[test]
+    fn chains_match_their_stages_run_one_by_one() {
+        // An odd second stage: padded input, 3x3 kernel, odd channel counts.
+        let dims = [
+            ConvDims {
+                c: 2,
+                h: 12,
+                w: 12,
+                o: 3,
+                k: 5,
+                pad: 2,
+            },
+            ConvDims {
+                c: 3,
+                h: 6,
+                w: 6,
+                o: 5,
+                k: 3,
+                pad: 1,
+            },
+        ];
+        let params: Vec<(Vec<f32>, Vec<f32>)> = dims
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let seed = 10 * i as u32;
+                (
+                    pseudo_random(d.o * d.ckk(), seed + 1),
+                    pseudo_random(d.o, seed + 2),
+                )
+            })
+            .collect();
+        let all: Vec<Stage> = dims
+            .iter()
+            .zip(&params)
+            .map(|(&d, (w, b))| Stage { d, w, b })
+            .collect();
+        let batch = 11; // one full block and a partial one
+        for stages in [&all[..1], &all[1..], &all[..]] {
+            let x = pseudo_random(batch * stages[0].d.in_len(), 3);
+            for pool in [Pool::Avg, Pool::Max] {
+                for act in [Act::Sigmoid, Act::Relu] {
+                    let (fused, saved) = chain_forward(stages, batch, &x, act, pool, true);
+                    let (inference, _) = chain_forward(stages, batch, &x, act, pool, false);
+                    let dout = pseudo_random(fused.len(), 4);
+                    let (out, want) = unfused(stages, batch, &x, act, pool, &dout);
+                    assert_eq!(fused, out);
+                    assert_eq!(inference, out);
+                    let grads = chain_backward(stages, batch, &saved, &dout, act, pool, true);
+                    let mut got = vec![grads[0].dx.clone().unwrap()];
+                    got.extend(grads.iter().flat_map(|g| [g.dw.clone(), g.db.clone()]));
+                    assert_eq!(got.len(), want.len());
+                    for (g, w) in got.iter().zip(&want) {
+                        assert_eq!(g, w, "{stages:?} {act:?} {pool:?}");
+                    }
+                    let without_dx = chain_backward(stages, batch, &saved, &dout, act, pool, false);
+                    assert!(without_dx[0].dx.is_none());
+                    assert_eq!(without_dx[0].dw, grads[0].dw);
+                }
+            }
+        }
+    }
+}
