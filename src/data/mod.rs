@@ -44,6 +44,9 @@ impl Split {
     pub fn gather(&self, indices: &[usize], out: &mut Vec<f32>, labels: &mut Vec<usize>) {
         out.clear();
         labels.clear();
+        // Callers hand `out` on to a tensor and pass an empty vector next
+        // time: one allocation of the right size, not a series of regrowths.
+        out.reserve_exact(indices.len() * PIXELS);
         for &i in indices {
             out.extend(
                 self.pixels[i * PIXELS..(i + 1) * PIXELS]
