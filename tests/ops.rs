@@ -5,7 +5,7 @@
 use dfdx::prelude::*;
 use runner::config::{Activation, ModelConfig, Pooling};
 use runner::model::kernels::{Act, Pool};
-use runner::model::{linear, Act4, ComposedOps, ConvOps, FastCpuOps, LeNet5, Param};
+use runner::model::{linear, Act4, ComposedOps, ConvLayer, ConvOps, FastCpuOps, LeNet5, Param};
 
 fn pseudo_random(n: usize, seed: u64, scale: f32) -> Vec<f32> {
     let mut s = seed
@@ -191,6 +191,90 @@ fn fast_conv_matches_composed_conv_values_and_gradients() {
             for (i, (f, g)) in fg.iter().zip(&cg).enumerate() {
                 assert_close(&format!("conv {:?} {act:?} grad {i}", c.shape), f, g, 1e-4);
             }
+        }
+    }
+}
+
+/// A chain of two conv + activation + pool stages (LeNet's c1-s2-c3-s4,
+/// smaller, with a padded second stage): `v` holds x, then weights and
+/// bias of each stage. Returns the value of `sum(out * r)` and the
+/// gradients of x and every parameter.
+fn chain_value<O: ConvOps<Cpu>>(
+    ops: &O,
+    act: Act,
+    pool: Pool,
+    v: &[Vec<f32>],
+    r: &[f32],
+) -> (f64, Vec<Vec<f32>>) {
+    let dev = Cpu::default();
+    // 9 images: a full block of eight and a partial one.
+    let x: Act4<Cpu, NoneTape> = dev.tensor_from_vec(v[0].clone(), CHAIN_INPUT);
+    let p: Vec<Param<Cpu>> = v[1..]
+        .iter()
+        .map(|values| dev.tensor_from_vec(values.clone(), (values.len(),)))
+        .collect();
+    let layers = [
+        ConvLayer {
+            w: &p[0],
+            b: &p[1],
+            shape: [2, 1, 5, 5],
+            pad: 2,
+        },
+        ConvLayer {
+            w: &p[2],
+            b: &p[3],
+            shape: [3, 2, 3, 3],
+            pad: 1,
+        },
+    ];
+    let out = ops.conv_pool_chain(x.clone(), &layers, act, pool, true);
+    let value = dot64(&out.as_vec(), r);
+    let out = ops.conv_pool_chain(x.clone().leaky_traced(), &layers, act, pool, true);
+    let r_t = dev.tensor_from_vec(r.to_vec(), *out.shape());
+    let grads = (out * r_t).sum().backward();
+    let mut all = vec![grads.get(&x).as_vec()];
+    all.extend(p.iter().map(|t| grads.get(t).as_vec()));
+    (value, all)
+}
+
+const CHAIN_INPUT: (usize, usize, usize, usize) = (9, 1, 12, 12);
+/// 3 channels of 3 x 3 per image: 12 -> conv -> 12 -> pool -> 6 -> conv -> 6 -> pool -> 3.
+const CHAIN_OUTPUT_LEN: usize = 9 * 3 * 3 * 3;
+
+fn chain_inputs() -> Vec<Vec<f32>> {
+    vec![
+        pseudo_random(9 * 144, 21, 1.0),
+        pseudo_random(2 * 25, 22, 0.5),
+        pseudo_random(2, 23, 0.5),
+        pseudo_random(3 * 2 * 9, 24, 0.5),
+        pseudo_random(3, 25, 0.5),
+    ]
+}
+
+#[test]
+fn conv_pool_chains_match_finite_differences_and_each_other() {
+    let v = chain_inputs();
+    let r = pseudo_random(CHAIN_OUTPUT_LEN, 26, 1.0);
+    for (act, pool) in [
+        (Act::Sigmoid, Pool::Avg),
+        (Act::Tanh, Pool::Avg),
+        (Act::Relu, Pool::Max),
+        (Act::Sigmoid, Pool::Max),
+    ] {
+        let (fv, fg) = chain_value(&FastCpuOps, act, pool, &v, &r);
+        let (cv, cg) = chain_value(&ComposedOps, act, pool, &v, &r);
+        assert!(
+            (fv - cv).abs() < 1e-4 * (1.0 + cv.abs()),
+            "{act:?} {pool:?}: {fv} vs {cv}"
+        );
+        for (i, (f, c)) in fg.iter().zip(&cg).enumerate() {
+            assert_close(&format!("chain {act:?} {pool:?} grad {i}"), f, c, 1e-4);
+        }
+        // Finite differences need smooth functions: no max-pool or relu kinks.
+        if pool == Pool::Avg {
+            check_against_fd(&format!("fast chain {act:?}"), &v, &fg, &|v| {
+                chain_value(&FastCpuOps, act, pool, v, &r).0
+            });
         }
     }
 }
