@@ -166,29 +166,10 @@ pub fn conv_pool_chain<T: Tape<f32, Cpu>>(
     need_dx: bool,
 ) -> Act4<Cpu, T> {
     let (batch, c, h, width) = *x.shape();
-    let mut dims = Vec::with_capacity(layers.len());
-    let (mut c, mut h, mut width) = (c, h, width);
-    for layer in layers {
-        let [o, wc, k, k2] = layer.shape;
-        assert_eq!(
-            (c, k),
-            (wc, k2),
-            "conv2d: input has {c} channels, weights {:?}",
-            layer.shape
-        );
-        let d = ConvDims {
-            c,
-            h,
-            w: width,
-            o,
-            k,
-            pad: layer.pad,
-        };
-        (c, h, width) = (o, d.ho() / 2, d.wo() / 2);
-        dims.push(d);
-    }
+    let dims = chain_dims((c, h, width), layers);
+    let last = dims[dims.len() - 1];
     // A no-op for contiguous tensors; makes a contiguous copy otherwise.
-    let x = x.reshape_like(&(batch, dims[0].c, dims[0].h, dims[0].w));
+    let x = x.reshape_like(&(batch, c, h, width));
     let dev = x.device().clone();
     let (x, mut tape) = x.split_tape();
     let params: Vec<(Vec<f32>, Vec<f32>)> =
@@ -197,7 +178,7 @@ pub fn conv_pool_chain<T: Tape<f32, Cpu>>(
     let (y, saved) = with_values(&x, |x| {
         chain::chain_forward(&stages(&dims, &params), batch, x, act, pool, T::OWNS_TAPE)
     });
-    let out = dev.tensor_from_vec(y, (batch, c, h, width));
+    let out = dev.tensor_from_vec(y, (batch, last.o, last.ho() / 2, last.wo() / 2));
     if T::OWNS_TAPE {
         let x_id = x.ghost();
         let param_ids: Vec<_> = layers.iter().map(|l| (l.w.ghost(), l.b.ghost())).collect();
@@ -217,6 +198,36 @@ pub fn conv_pool_chain<T: Tape<f32, Cpu>>(
         });
     }
     out.put_tape(tape)
+}
+
+/// The shapes of each layer of a chain whose input is (C, H, W) per image:
+/// each layer's input is the pooled output of the one before.
+fn chain_dims(
+    (mut c, mut h, mut w): (usize, usize, usize),
+    layers: &[ConvLayer<Cpu>],
+) -> Vec<ConvDims> {
+    assert!(!layers.is_empty(), "a chain needs at least one layer");
+    let mut dims = Vec::with_capacity(layers.len());
+    for layer in layers {
+        let [o, wc, k, k2] = layer.shape;
+        assert_eq!(
+            (c, k),
+            (wc, k2),
+            "conv2d: input has {c} channels, weights {:?}",
+            layer.shape
+        );
+        let d = ConvDims {
+            c,
+            h,
+            w,
+            o,
+            k,
+            pad: layer.pad,
+        };
+        (c, h, w) = (o, d.ho() / 2, d.wo() / 2);
+        dims.push(d);
+    }
+    dims
 }
 
 /// The chain's stages, over weights and biases copied out of their tensors.
