@@ -552,19 +552,13 @@ pub fn pool_act_backward<S: Simd>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::kernels::tests::pseudo_random;
     use crate::model::simd::{with_simd, Portable};
 
     fn lanes_of(n: usize, seed: u32) -> Vec<Lanes> {
-        let mut state = seed.wrapping_mul(2654435761).wrapping_add(7);
-        (0..n)
-            .map(|_| {
-                core::array::from_fn(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 17;
-                    state ^= state << 5;
-                    (state % 2000) as f32 / 1000.0 - 1.0
-                })
-            })
+        pseudo_random(n * LANES, seed)
+            .chunks_exact(LANES)
+            .map(|l| l.try_into().expect("8 floats"))
             .collect()
     }
 
