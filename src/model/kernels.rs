@@ -569,6 +569,24 @@ pub(crate) mod tests {
         out
     }
 
+    /// LeNet-5's c1 and c3, the shapes the lane kernels are built for.
+    pub(crate) const LENET_C1: ConvDims = ConvDims {
+        c: 1,
+        h: 28,
+        w: 28,
+        o: 6,
+        k: 5,
+        pad: 2,
+    };
+    pub(crate) const LENET_C3: ConvDims = ConvDims {
+        c: 6,
+        h: 14,
+        w: 14,
+        o: 16,
+        k: 5,
+        pad: 0,
+    };
+
     /// Values in [-1, 1), the same for the same seed.
     pub(crate) fn pseudo_random(n: usize, seed: u32) -> Vec<f32> {
         let mut state = seed.wrapping_mul(2654435761).wrapping_add(1);
@@ -585,22 +603,8 @@ pub(crate) mod tests {
     #[test]
     fn conv_matches_the_definition() {
         for d in [
-            ConvDims {
-                c: 1,
-                h: 28,
-                w: 28,
-                o: 6,
-                k: 5,
-                pad: 2,
-            },
-            ConvDims {
-                c: 6,
-                h: 14,
-                w: 14,
-                o: 16,
-                k: 5,
-                pad: 0,
-            },
+            LENET_C1,
+            LENET_C3,
             ConvDims {
                 c: 16,
                 h: 5,

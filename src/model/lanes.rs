@@ -552,7 +552,7 @@ pub fn pool_act_backward<S: Simd>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::kernels::tests::pseudo_random;
+    use crate::model::kernels::tests::{pseudo_random, LENET_C1, LENET_C3};
     use crate::model::simd::{with_simd, Portable};
 
     fn lanes_of(n: usize, seed: u32) -> Vec<Lanes> {
@@ -633,22 +633,6 @@ mod tests {
 
     #[test]
     fn portable_and_dispatched_kernels_agree_on_lenet_shapes() {
-        let c1 = ConvDims {
-            c: 1,
-            h: 28,
-            w: 28,
-            o: 6,
-            k: 5,
-            pad: 2,
-        };
-        let c3 = ConvDims {
-            c: 6,
-            h: 14,
-            w: 14,
-            o: 16,
-            k: 5,
-            pad: 0,
-        };
         // Remainder tiles (5 channels out, 7 in) and padding wider than the kernel's reach.
         let odd = ConvDims {
             c: 7,
@@ -658,7 +642,7 @@ mod tests {
             k: 3,
             pad: 3,
         };
-        for d in [c1, c3, odd] {
+        for d in [LENET_C1, LENET_C3, odd] {
             for (act, pool) in [
                 (Act::Sigmoid, Pool::Avg),
                 (Act::Relu, Pool::Max),
