@@ -46,13 +46,25 @@ def main():
     parser.add_argument("--python", default=sys.executable, help="the Python that has torch")
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--variants", help="passed to both sides (default: both variants)")
+    parser.add_argument("--train-batches", help="passed to both sides, e.g. 256 or none")
+    parser.add_argument("--infer-batches", help="passed to both sides, e.g. 1000 or none")
+    parser.add_argument("--no-epoch", action="store_true", help="skip timing an epoch on both sides")
     args = parser.parse_args()
+    # The same cells on both sides: one table cell can be measured alone.
+    shared = []
+    for flag in ("variants", "train_batches", "infer_batches"):
+        value = getattr(args, flag)
+        if value is not None:
+            shared += ["--" + flag.replace("_", "-"), value]
+    if args.no_epoch:
+        shared.append("--no-epoch")
     runner_reports, torch_reports = [], []
     for threads in args.threads.split(",") * args.repeat:
         runner_reports.append(run_json([args.runner, "bench", "--data", args.data, "--seconds", args.seconds,
-                                        "--threads", threads, "--json"]))
+                                        "--threads", threads, "--json", *shared]))
         torch_reports.append(run_json([args.python, os.path.join(HERE, "pytorch_bench.py"), "--data", args.data,
-                                       "--seconds", args.seconds, "--threads", threads, "--json"]))
+                                       "--seconds", args.seconds, "--threads", threads, "--json", *shared]))
     ours, theirs = best_of(runner_reports), best_of(torch_reports)
     keys = [k for k in ours if k in theirs]
     print(f"runner: {runner_reports[0]['device']}; PyTorch: {torch_reports[0]['device']}; "

@@ -88,24 +88,45 @@ def timed(images, labels, batch, seconds, step):
     return count, time.perf_counter() - started
 
 
+def batch_sizes(parser, flag, text):
+    """The sizes in `text` ("16,64" or "none"), as `runner bench` reads them."""
+    if text == "none":
+        return []
+    try:
+        sizes = [int(b) for b in text.split(",")]
+    except ValueError:
+        parser.error(f"{flag}: expected comma-separated batch sizes or none, got {text!r}")
+    if any(b <= 0 for b in sizes):
+        parser.error(f"{flag}: batch sizes must be positive, got {text!r}")
+    return sizes
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="data/mnist")
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--train-batches", default="16,64,256")
-    parser.add_argument("--infer-batches", default="256,1000")
+    parser.add_argument("--train-batches", default="16,64,256", help="comma-separated sizes, or none")
+    parser.add_argument("--infer-batches", default="256,1000", help="comma-separated sizes, or none")
+    parser.add_argument("--variants", default="sigmoid+avg,relu+max", help="as runner bench --variants")
     parser.add_argument("--no-epoch", action="store_true")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    known = {"sigmoid+avg": (nn.Sigmoid, nn.AvgPool2d), "relu+max": (nn.ReLU, nn.MaxPool2d)}
+    wanted = args.variants.split(",")
+    for name in wanted:
+        if name not in known:
+            parser.error(f"--variants: unknown variant {name!r} (known: {', '.join(known)})")
+    variants = [(name, *known[name]) for name in wanted]
+    train_sizes = batch_sizes(parser, "--train-batches", args.train_batches)
+    infer_sizes = batch_sizes(parser, "--infer-batches", args.infer_batches)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     train_x, train_y = load(args.data, "train")
     test_x, test_y = load(args.data, "t10k")
-    variants = [("sigmoid+avg", nn.Sigmoid, nn.AvgPool2d), ("relu+max", nn.ReLU, nn.MaxPool2d)]
     cells = []
     for name, act, pool in variants:
-        for bs in [int(b) for b in args.train_batches.split(",")]:
+        for bs in train_sizes:
             model = MyLeNet5(act, pool)
             opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
             loss_fn = nn.CrossEntropyLoss()
@@ -117,7 +138,7 @@ def main():
 
             images, seconds = timed(train_x, train_y, bs, args.seconds, train_step)
             cells.append(dict(variant=name, mode="train", batch_size=bs, images_per_sec=images / seconds))
-        for bs in [int(b) for b in args.infer_batches.split(",")]:
+        for bs in infer_sizes:
             model = MyLeNet5(act, pool).eval()
 
             def infer_step(x, y):
