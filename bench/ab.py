@@ -20,6 +20,8 @@ import statistics
 import subprocess
 import sys
 
+from compare import cells_by_key  # bench/compare.py, beside this file
+
 
 def bench(binary, seconds, extra):
     command = [binary, "bench", "--json", "--no-epoch", "--seconds", seconds, *extra]
@@ -29,8 +31,7 @@ def bench(binary, seconds, extra):
         sys.exit(f"ab.py: cannot run {binary}: {e}")
     if done.returncode != 0:
         sys.exit(f"ab.py: {' '.join(command)} failed:\n{done.stderr.strip()}")
-    out = done.stdout
-    return {(c["variant"], c["mode"], c["batch_size"]): c["images_per_sec"] for c in json.loads(out)["cells"]}
+    return cells_by_key(json.loads(done.stdout))
 
 
 def main():
