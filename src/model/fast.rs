@@ -10,8 +10,10 @@ use std::cell::RefCell;
 use dfdx::prelude::*;
 
 use super::chain::{self, Stage};
+use super::dense::{self, Dense};
 use super::kernels::{self, Act, ConvDims, Pool};
-use super::{Act4, ConvLayer, Param};
+use super::simd::LANES;
+use super::{Act4, ConvLayer, DenseLayer, Param};
 
 /// Copies a contiguous tensor's values out (dfdx exposes no borrowed view).
 fn values<S: Shape, T>(t: &Tensor<S, f32, Cpu, T>) -> Vec<f32> {
@@ -154,6 +156,22 @@ pub fn conv2d<T: Tape<f32, Cpu>>(
     )
 }
 
+/// Adds the gradients of a fused op's layers (`Vec<ConvGrads>`, the input
+/// gradient in the first layer's) into `grads` under the ids of the input
+/// and of each layer's (weight, bias). A macro: dfdx keeps the type of
+/// those ids private, so no function can name it.
+macro_rules! add_layer_grads {
+    ($grads:ident, $x_id:ident, $param_ids:ident, $g:ident) => {
+        if let Some(dx) = &$g[0].dx {
+            add_into($grads.get_or_alloc_mut(&$x_id)?, dx);
+        }
+        for (g, (w_id, b_id)) in $g.iter().zip(&$param_ids) {
+            add_into($grads.get_or_alloc_mut(w_id)?, &g.dw);
+            add_into($grads.get_or_alloc_mut(b_id)?, &g.db);
+        }
+    };
+}
+
 /// `pool(act(conv2d(x, w) + b))` for each of `layers` in turn, as one op
 /// (`chain.rs`): the pre-pool activations and the tensors between the
 /// layers stay inside the op (kept for the backward) instead of becoming
@@ -187,17 +205,75 @@ pub fn conv_pool_chain<T: Tape<f32, Cpu>>(
             let dy = grads.get_or_alloc_mut(&out_id)?.to_vec();
             let stages = stages(&dims, &params);
             let g = chain::chain_backward(&stages, batch, &saved, &dy, act, pool, need_dx);
-            if let Some(dx) = &g[0].dx {
-                add_into(grads.get_or_alloc_mut(&x_id)?, dx);
-            }
-            for (g, (w_id, b_id)) in g.iter().zip(&param_ids) {
-                add_into(grads.get_or_alloc_mut(w_id)?, &g.dw);
-                add_into(grads.get_or_alloc_mut(b_id)?, &g.db);
-            }
+            add_layer_grads!(grads, x_id, param_ids, g);
             Ok(())
         });
     }
     out.put_tape(tape)
+}
+
+/// The dense layers after the convolutions as one op (`dense.rs`): `x`
+/// flattened per image is the first layer's input; `act` follows every
+/// layer but the last. Returns the last layer's output, [B, n_out].
+pub fn dense_head<T: Tape<f32, Cpu>>(
+    x: Act4<Cpu, T>,
+    layers: &[DenseLayer<Cpu>],
+    act: Act,
+) -> Tensor<(usize, usize), f32, Cpu, T> {
+    let (batch, c, h, width) = *x.shape();
+    assert_eq!(c * h * width, layers[0].n_in, "dense head: input size");
+    // A no-op for contiguous tensors; makes a contiguous copy otherwise.
+    let x = x.reshape_like(&(batch, c, h, width));
+    let dev = x.device().clone();
+    let (x, mut tape) = x.split_tape();
+    let params: Vec<(Vec<f32>, Vec<f32>)> =
+        layers.iter().map(|l| (values(l.w), values(l.b))).collect();
+    let shapes: Vec<(usize, usize)> = layers.iter().map(|l| (l.n_in, l.n_out)).collect();
+    // The head keeps its input (for the weight gradient): one copy, with
+    // the room for the slack its kernels want.
+    let n = x.shape().num_elements();
+    let mut x_values = Vec::with_capacity(n + LANES);
+    x_values.resize(n, 0.0);
+    x.copy_into(&mut x_values);
+    let layers_now = dense_layers(&shapes, &params, act);
+    let (y, saved) = dense::dense_forward(&layers_now, batch, x_values, T::OWNS_TAPE);
+    let n_out = layers[layers.len() - 1].n_out;
+    let out = dev.tensor_from_vec(y, (batch, n_out));
+    if T::OWNS_TAPE {
+        let x_id = x.ghost();
+        let param_ids: Vec<_> = layers.iter().map(|l| (l.w.ghost(), l.b.ghost())).collect();
+        let out_id = out.ghost();
+        tape.add_backward_op(move |grads| {
+            let dy = grads.get_or_alloc_mut(&out_id)?.to_vec();
+            let layers = dense_layers(&shapes, &params, act);
+            let g = dense::dense_backward(&layers, &saved, &dy, true);
+            add_layer_grads!(grads, x_id, param_ids, g);
+            Ok(())
+        });
+    }
+    out.put_tape(tape)
+}
+
+/// The head's layers over weights copied out of their tensors: `act`
+/// after all but the last.
+fn dense_layers<'a>(
+    shapes: &[(usize, usize)],
+    params: &'a [(Vec<f32>, Vec<f32>)],
+    act: Act,
+) -> Vec<Dense<'a>> {
+    let last = shapes.len() - 1;
+    shapes
+        .iter()
+        .zip(params)
+        .enumerate()
+        .map(|(i, (&(n_in, n_out), (w, b)))| Dense {
+            n_in,
+            n_out,
+            w,
+            b,
+            act: if i < last { act } else { Act::Identity },
+        })
+        .collect()
 }
 
 /// The shapes of each layer of a chain whose input is (C, H, W) per image:

@@ -9,6 +9,7 @@
 pub mod activation;
 pub mod chain;
 pub mod composed;
+pub mod dense;
 pub mod fast;
 pub mod kernels;
 pub mod lanes;
@@ -84,6 +85,35 @@ pub trait ConvOps<D: Device<f32>>: Clone {
         }
         x
     }
+    /// The dense layers after the convolutions: `x` flattened per image is
+    /// the first layer's input, each layer's output the next one's, with
+    /// `act` after every layer but the last; implementations may fuse it
+    /// all.
+    fn dense_head<T: Tape<f32, D>>(
+        &self,
+        x: Act4<D, T>,
+        layers: &[DenseLayer<D>],
+        act: Act,
+    ) -> Tensor<(usize, usize), f32, D, T> {
+        let batch = x.shape().0;
+        let mut x = x.reshape_like(&(batch, layers[0].n_in));
+        for (i, l) in layers.iter().enumerate() {
+            x = linear(x, l.w, l.b, l.n_out, l.n_in);
+            if i + 1 < layers.len() {
+                x = activate(x, act);
+            }
+        }
+        x
+    }
+}
+
+/// One dense layer's parameters: weights [n_out, n_in] (or any shape of
+/// that many values read as such, like c5's [O, C, K, K]), bias [n_out].
+pub struct DenseLayer<'a, D: Device<f32>> {
+    pub w: &'a Param<D>,
+    pub b: &'a Param<D>,
+    pub n_in: usize,
+    pub n_out: usize,
 }
 
 /// One convolution's parameters: weights of `shape` [O, C, K, K], bias [O],
@@ -147,6 +177,14 @@ impl ConvOps<Cpu> for FastCpuOps {
     ) -> Act4<Cpu, T> {
         fast::conv_pool_chain(x, layers, act, pool, need_dx)
     }
+    fn dense_head<T: Tape<f32, Cpu>>(
+        &self,
+        x: Act4<Cpu, T>,
+        layers: &[DenseLayer<Cpu>],
+        act: Act,
+    ) -> Tensor<(usize, usize), f32, Cpu, T> {
+        fast::dense_head(x, layers, act)
+    }
 }
 
 /// A dfdx activation, for the layers the kernels do not cover.
@@ -193,6 +231,21 @@ fn conv_layer<D: Device<f32>>(params: &[Param<D>], i: usize, pad: usize) -> Conv
         b: &params[i + 1],
         shape: shape4(i),
         pad,
+    }
+}
+
+/// The dense layer whose weights are `params[i]` (bias `params[i + 1]`).
+fn dense_layer<D: Device<f32>>(
+    params: &[Param<D>],
+    i: usize,
+    n_in: usize,
+    n_out: usize,
+) -> DenseLayer<'_, D> {
+    DenseLayer {
+        w: &params[i],
+        b: &params[i + 1],
+        n_in,
+        n_out,
     }
 }
 
@@ -275,14 +328,16 @@ impl<D: Device<f32>> LeNet5<D> {
         };
         let pool = Pool::from(self.arch.pooling);
         let p = &self.params;
-        let batch = x.shape().0;
         let (c1, c3) = (conv_layer(p, 0, 2), conv_layer(p, 2, 0));
         // The input is data: no gradient for it.
         let x = ops.conv_pool_chain(x, &[c1, c3], act, pool, false);
-        let x = ops.conv(x, &p[4], &p[5], shape4(4), 0, head_act, true);
-        let x = x.reshape_like(&(batch, 120usize));
-        let x = activate(linear(x, &p[6], &p[7], 84, 120), head_act);
-        linear(x, &p[8], &p[9], 10, 84)
+        // c5's kernel covers its whole 5x5 input: a dense layer 400 -> 120.
+        let head = [
+            dense_layer(p, 4, 400, 120),
+            dense_layer(p, 6, 120, 84),
+            dense_layer(p, 8, 84, 10),
+        ];
+        ops.dense_head(x, &head, head_act)
     }
 }
 
