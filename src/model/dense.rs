@@ -145,31 +145,19 @@ pub fn dense_forward(
         x,
         outputs: Vec::with_capacity(layers.len()),
     };
-    let rows = task_images(batch);
     for (l, layer) in layers.iter().enumerate() {
-        let mut output = padded_buffer(batch * layer.n_out);
-        let input = saved.input(l);
         let (wt, ldb) = &weights[l];
-        output[..batch * layer.n_out]
-            .par_chunks_mut(rows * layer.n_out)
-            .enumerate()
-            .for_each(|(task, out)| {
-                let images = task * rows..task * rows + out.len() / layer.n_out;
-                let a = Operand::rows(input, layer.n_in);
-                let b = Operand::rows(wt, *ldb);
-                let bias = Some(layer.b);
-                with_simd!(|s| product(
-                    s,
-                    a,
-                    b,
-                    layer.n_in,
-                    images,
-                    out,
-                    layer.n_out,
-                    bias,
-                    layer.act
-                ));
-            });
+        let a = Operand::rows(saved.input(l), layer.n_in);
+        let b = Operand::rows(wt, *ldb);
+        let output = by_images(
+            a,
+            b,
+            layer.n_in,
+            batch,
+            layer.n_out,
+            Some(layer.b),
+            layer.act,
+        );
         saved.outputs.push(output);
     }
     let mut y = saved.outputs.last().expect("at least one layer").clone();
@@ -234,28 +222,33 @@ fn input_grad(layer: &Dense, batch: usize, dz: &[f32]) -> Vec<f32> {
         padded = [layer.w, &[0.0; LANES]].concat();
         &padded
     };
-    let mut dx = padded_buffer(batch * layer.n_in);
+    let a = Operand::rows(dz, layer.n_out);
+    let b = Operand::rows(w, layer.n_in);
+    by_images(a, b, layer.n_out, batch, layer.n_in, None, Act::Identity)
+}
+
+/// `act(A B + bias)` for A's first `batch` rows (images), [batch][n] with
+/// slack (see `product`), in parallel over tasks of images.
+#[allow(clippy::too_many_arguments)]
+fn by_images(
+    a: Operand,
+    b: Operand,
+    k: usize,
+    batch: usize,
+    n: usize,
+    bias: Option<&[f32]>,
+    act: Act,
+) -> Vec<f32> {
+    let mut c = padded_buffer(batch * n);
     let rows = task_images(batch);
-    dx[..batch * layer.n_in]
-        .par_chunks_mut(rows * layer.n_in)
+    c[..batch * n]
+        .par_chunks_mut(rows * n)
         .enumerate()
         .for_each(|(task, out)| {
-            let images = task * rows..task * rows + out.len() / layer.n_in;
-            let a = Operand::rows(dz, layer.n_out);
-            let b = Operand::rows(w, layer.n_in);
-            with_simd!(|s| product(
-                s,
-                a,
-                b,
-                layer.n_out,
-                images,
-                out,
-                layer.n_in,
-                None,
-                Act::Identity
-            ));
+            let images = task * rows..task * rows + out.len() / n;
+            with_simd!(|s| product(s, a, b, k, images, out, n, bias, act));
         });
-    dx
+    c
 }
 
 /// Every layer's weight and bias gradient, in parallel over bands of
