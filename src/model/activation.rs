@@ -1,4 +1,4 @@
-//! The elementwise activations, on vectors of eight lanes ([`Simd`]), so
+//! The elementwise activations, on vectors of lanes ([`Vector`]), so
 //! that the convolution kernels can apply them to their accumulators
 //! before storing, and on plain slices for everything else.
 //!
@@ -6,7 +6,7 @@
 //! forward keeps anyway: sigmoid' = y (1 - y), tanh' = 1 - y^2, relu' =
 //! [y > 0].
 
-use super::simd::{with_simd, Simd, LANES};
+use super::simd::{with_simd, Simd, Vector, LANES};
 
 /// An elementwise activation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,7 +20,7 @@ pub enum Act {
 impl Act {
     /// The activation of each lane.
     #[inline(always)]
-    pub fn forward<S: Simd>(self, s: S, x: S::V) -> S::V {
+    pub fn forward<S: Vector>(self, s: S, x: S::V) -> S::V {
         let one = s.splat(1.0);
         match self {
             Act::Identity => x,
@@ -36,7 +36,7 @@ impl Act {
     /// `dy` (the gradient w.r.t. the output `y`) turned into the gradient
     /// w.r.t. the input.
     #[inline(always)]
-    pub fn backward<S: Simd>(self, s: S, y: S::V, dy: S::V) -> S::V {
+    pub fn backward<S: Vector>(self, s: S, y: S::V, dy: S::V) -> S::V {
         let one = s.splat(1.0);
         match self {
             Act::Identity => dy,
@@ -104,7 +104,7 @@ impl Act {
 /// `scripts/fit_exp.py`); Cephes' expf takes degree 5 for the same
 /// accuracy, and the FMA saved is 13 % of a sigmoid. NaN stays NaN.
 #[inline(always)]
-pub fn exp<S: Simd>(s: S, x: S::V) -> S::V {
+pub fn exp<S: Vector>(s: S, x: S::V) -> S::V {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     // ln 2 split in two so that n * LN2_HI is exact.
     const LN2_HI: f32 = 0.693_359_4;

@@ -19,13 +19,7 @@
 use std::ops::Range;
 
 use super::kernels::{Act, ConvDims, Pool};
-use super::simd::{with_simd, Lanes, Simd, LANES};
-
-/// Tile sizes (output channels x pixels along a row) of each kernel: at
-/// most 12 accumulators, so that with the loaded inputs and a weight they
-/// fit AVX2's 16 registers.
-const DW_TILE: (usize, usize) = (2, 5);
-const DX_TILE: (usize, usize) = (6, 2);
+use super::simd::{with_simd, Lanes, Simd, Vector, LANES};
 
 /// Copies up to eight images, each [C][H][W] (NCHW, one after the other
 /// in `x`), into lanes with `pad` zero pixels around every plane. Missing
@@ -168,12 +162,24 @@ pub fn conv_forward<S: Simd>(
         (d.o * d.ckk(), d.o, d.out_len())
     );
     let f = ForwardArgs { d, xp, w, b, act };
-    // Tiles of 6 channels x 2 pixels: 12 accumulators keep both FMA units
-    // busy through the FMA latency (8 did not; 4 x 3 ran out of
-    // registers). c3's 16 channels: two 6-channel tiles and a 4-channel one.
-    let sixes = d.o - d.o % 6;
-    forward_tiled::<S, 6, 2>(s, &f, z, 0..sixes);
-    forward_tiled::<S, 4, 2>(s, &f, z, sixes..d.o);
+    if S::NATIVE_PAIRS {
+        // 32 registers of two pixels each: 8 channels x 2 pairs (16
+        // accumulators) for c3's 16 channels, 6 x 2 for c1's 6. (4 x 5
+        // pairs, a whole row of c3, spilled in the activation: 2.4x slower.)
+        if d.o % 8 == 0 {
+            forward_tiled::<S, 8, 2>(s, &f, z, 0..d.o);
+        } else {
+            forward_tiled::<S, 6, 2>(s, &f, z, 0..d.o);
+        }
+    } else {
+        // Tiles of 6 channels x 2 pixels: 12 accumulators keep both FMA
+        // units busy through the FMA latency (8 did not; 4 x 3 ran out of
+        // AVX2's 16 registers). c3's 16 channels: two 6-channel tiles and
+        // a 4-channel one.
+        let sixes = d.o - d.o % 6;
+        forward_tiled::<S, 6, 1>(s, &f, z, 0..sixes);
+        forward_tiled::<S, 4, 1>(s, &f, z, sixes..d.o);
+    }
 }
 
 /// The inputs of a forward convolution, as `conv_forward` takes them.
@@ -185,27 +191,45 @@ struct ForwardArgs<'a> {
     act: Act,
 }
 
-/// Covers output channels `os` with OB x XB tiles, and what is left at
-/// the edges with narrower ones.
+/// Where a row of `width` pixels splits for tiles of `XV` pairs: the
+/// end of the whole tiles, then of the single pairs left; one pixel may
+/// remain.
+fn pair_ends<const XV: usize>(width: usize) -> (usize, usize) {
+    let tiles_end = width - width % (2 * XV);
+    (tiles_end, width - width % 2)
+}
+
+/// Covers output channels `os` with OB x XV-pair tiles, and what is left
+/// at the edges with narrower ones.
 #[inline(always)]
-fn forward_tiled<S: Simd, const OB: usize, const XB: usize>(
+fn forward_tiled<S: Simd, const OB: usize, const XV: usize>(
     s: S,
     f: &ForwardArgs,
     z: &mut [Lanes],
     os: Range<usize>,
 ) {
+    let p = s.pair();
     let wo = f.d.wo();
+    let (tiles_end, pairs_end) = pair_ends::<XV>(wo);
     let o_main = os.end - os.len() % OB;
-    let x_main = wo - wo % XB;
-    forward_tiles::<S, OB, XB>(s, f, z, os.start..o_main, 0..x_main);
-    forward_tiles::<S, OB, 1>(s, f, z, os.start..o_main, x_main..wo);
-    forward_tiles::<S, 1, XB>(s, f, z, o_main..os.end, 0..x_main);
-    forward_tiles::<S, 1, 1>(s, f, z, o_main..os.end, x_main..wo);
+    for (o, last) in [(os.start..o_main, false), (o_main..os.end, true)] {
+        if last {
+            forward_tiles::<_, 1, XV>(p, f, z, o.clone(), 0..tiles_end);
+            forward_tiles::<_, 1, 1>(p, f, z, o.clone(), tiles_end..pairs_end);
+            forward_tiles::<_, 1, 1>(s, f, z, o, pairs_end..wo);
+        } else {
+            forward_tiles::<_, OB, XV>(p, f, z, o.clone(), 0..tiles_end);
+            forward_tiles::<_, OB, 1>(p, f, z, o.clone(), tiles_end..pairs_end);
+            forward_tiles::<_, OB, 1>(s, f, z, o, pairs_end..wo);
+        }
+    }
 }
 
+/// Output channels `os` (in steps of OB) x pixels `xs` of each row (in
+/// steps of XV vectors).
 #[inline(always)]
-fn forward_tiles<S: Simd, const OB: usize, const XB: usize>(
-    s: S,
+fn forward_tiles<V: Vector, const OB: usize, const XV: usize>(
+    v: V,
     f: &ForwardArgs,
     z: &mut [Lanes],
     os: Range<usize>,
@@ -214,36 +238,38 @@ fn forward_tiles<S: Simd, const OB: usize, const XB: usize>(
     let d = f.d;
     let (hp, wp) = padded_hw(d);
     let (ho, wo, k) = (d.ho(), d.wo(), d.k);
+    let xb = XV * V::PIXELS;
     let mut taps = Vec::new();
     for o0 in os.step_by(OB) {
         pack_taps::<OB>(f.w, o0, d.ckk(), &mut taps);
         for y in 0..ho {
-            for x0 in xs.clone().step_by(XB) {
-                let mut acc = [[s.zero(); XB]; OB];
+            for x0 in xs.clone().step_by(xb) {
+                let mut acc = [[v.zero(); XV]; OB];
                 for ob in 0..OB {
-                    acc[ob] = [s.splat(f.b[o0 + ob]); XB];
+                    acc[ob] = [v.splat(f.b[o0 + ob]); XV];
                 }
                 // Kernel row r = (c, i) meets input row (c, y + i).
                 for (r, row_taps) in taps.chunks_exact(k).enumerate() {
                     let (c, i) = (r / k, r % k);
-                    let row = &f.xp[(c * hp + y + i) * wp + x0..][..k - 1 + XB];
-                    for (tap, window) in row_taps.iter().zip(row.windows(XB)) {
-                        let mut v = [s.zero(); XB];
-                        for xb in 0..XB {
-                            v[xb] = s.load(&window[xb]);
+                    let row = &f.xp[(c * hp + y + i) * wp + x0..][..k - 1 + xb];
+                    for (tap, window) in row_taps.iter().zip(row.windows(xb)) {
+                        let mut x = [v.zero(); XV];
+                        for xv in 0..XV {
+                            x[xv] = v.load_px(&window[xv * V::PIXELS..]);
                         }
                         for ob in 0..OB {
-                            let wv = s.splat(tap[ob]);
-                            for xb in 0..XB {
-                                acc[ob][xb] = s.mul_add(wv, v[xb], acc[ob][xb]);
+                            let wv = v.splat(tap[ob]);
+                            for xv in 0..XV {
+                                acc[ob][xv] = v.mul_add(wv, x[xv], acc[ob][xv]);
                             }
                         }
                     }
                 }
                 for ob in 0..OB {
-                    let out = &mut z[((o0 + ob) * ho + y) * wo + x0..][..XB];
-                    for xb in 0..XB {
-                        s.store(&mut out[xb], f.act.forward(s, acc[ob][xb]));
+                    let out = &mut z[((o0 + ob) * ho + y) * wo + x0..][..xb];
+                    for xv in 0..XV {
+                        let a = f.act.forward(v, acc[ob][xv]);
+                        v.store_px(&mut out[xv * V::PIXELS..], a);
                     }
                 }
             }
@@ -268,59 +294,101 @@ pub fn conv_weight_grad<S: Simd>(s: S, d: &ConvDims, xp: &[Lanes], dz: &[Lanes],
     let (hp, wp) = padded_hw(d);
     assert_eq!(xp.len(), d.c * hp * wp);
     assert_eq!((dz.len(), dw.len()), (d.out_len(), d.o * d.ckk()));
-    const OB: usize = DW_TILE.0;
-    const JB: usize = DW_TILE.1;
+    let g = GradArgs { d, xp, dz };
+    if S::NATIVE_PAIRS && d.k == 5 {
+        // Kernel columns as two pairs and a single one, for 6 channels
+        // (c1) or 4 (c3): up to 18 accumulators of 32 registers.
+        let p = s.pair();
+        if d.o % 6 == 0 {
+            weight_grad_tiles::<_, _, 6, 2, 1>(s, p, &g, dw, 0..d.o, 0);
+        } else {
+            let fours = d.o - d.o % 4;
+            weight_grad_tiles::<_, _, 4, 2, 1>(s, p, &g, dw, 0..fours, 0);
+            weight_grad_tiles::<_, _, 1, 2, 1>(s, p, &g, dw, fours..d.o, 0);
+        }
+        return;
+    }
+    // 2 channels x 5 columns: 10 accumulators, AVX2's 16 registers.
+    const OB: usize = 2;
+    const JB: usize = 5;
     let (o_main, j_main) = (d.o - d.o % OB, d.k - d.k % JB);
-    let (os, js) = ((0..o_main, o_main..d.o), (0..j_main, j_main..d.k));
-    weight_grad_tiles::<S, OB, JB>(s, d, xp, dz, dw, os.0.clone(), js.0.clone());
-    weight_grad_tiles::<S, OB, 1>(s, d, xp, dz, dw, os.0, js.1.clone());
-    weight_grad_tiles::<S, 1, JB>(s, d, xp, dz, dw, os.1.clone(), js.0);
-    weight_grad_tiles::<S, 1, 1>(s, d, xp, dz, dw, os.1, js.1);
+    for j0 in (0..j_main).step_by(JB) {
+        weight_grad_tiles::<_, _, OB, JB, 0>(s, s, &g, dw, 0..o_main, j0);
+        weight_grad_tiles::<_, _, 1, JB, 0>(s, s, &g, dw, o_main..d.o, j0);
+    }
+    for j0 in j_main..d.k {
+        weight_grad_tiles::<_, _, OB, 1, 0>(s, s, &g, dw, 0..o_main, j0);
+        weight_grad_tiles::<_, _, 1, 1, 0>(s, s, &g, dw, o_main..d.o, j0);
+    }
 }
 
+/// The inputs of a block's weight gradient.
+struct GradArgs<'a> {
+    d: &'a ConvDims,
+    xp: &'a [Lanes],
+    dz: &'a [Lanes],
+}
+
+/// Weight gradients of output channels `os` (in steps of OB), kernel
+/// columns j0.. : JV vectors of `v` (of its pixels each), then JN single
+/// columns.
 #[inline(always)]
-fn weight_grad_tiles<S: Simd, const OB: usize, const JB: usize>(
+fn weight_grad_tiles<S: Simd, V: Vector, const OB: usize, const JV: usize, const JN: usize>(
     s: S,
-    d: &ConvDims,
-    xp: &[Lanes],
-    dz: &[Lanes],
+    v: V,
+    g: &GradArgs,
     dw: &mut [f32],
     os: Range<usize>,
-    js: Range<usize>,
+    j0: usize,
 ) {
+    let d = g.d;
     let (hp, wp) = padded_hw(d);
     let (wo, k, ckk, p) = (d.wo(), d.k, d.ckk(), d.p());
+    let jb = JV * V::PIXELS + JN;
     let mut dz_block = Vec::new();
     for o0 in os.step_by(OB) {
         // dz of channels o0..o0+OB side by side, pixel after pixel.
         dz_block.clear();
         dz_block.extend(
-            (0..p).map(|px| core::array::from_fn::<Lanes, OB, _>(|ob| dz[(o0 + ob) * p + px])),
+            (0..p).map(|px| core::array::from_fn::<Lanes, OB, _>(|ob| g.dz[(o0 + ob) * p + px])),
         );
         for c in 0..d.c {
             for i in 0..k {
-                for j0 in js.clone().step_by(JB) {
-                    let mut acc = [[s.zero(); JB]; OB];
-                    for (y, dz_row) in dz_block.chunks_exact(wo).enumerate() {
-                        let row = &xp[(c * hp + y + i) * wp + j0..][..wo + JB - 1];
-                        for (g, window) in dz_row.iter().zip(row.windows(JB)) {
-                            let mut gv = [s.zero(); OB];
+                let mut acc = [[v.zero(); JV]; OB];
+                let mut acc_n = [[s.zero(); JN]; OB];
+                for (y, dz_row) in dz_block.chunks_exact(wo).enumerate() {
+                    let row = &g.xp[(c * hp + y + i) * wp + j0..][..wo + jb - 1];
+                    for (dzs, window) in dz_row.iter().zip(row.windows(jb)) {
+                        let mut gv = [v.zero(); OB];
+                        for ob in 0..OB {
+                            gv[ob] = v.dup(&dzs[ob]);
+                        }
+                        for jv in 0..JV {
+                            let x = v.load_px(&window[jv * V::PIXELS..]);
                             for ob in 0..OB {
-                                gv[ob] = s.load(&g[ob]);
+                                acc[ob][jv] = v.mul_add(gv[ob], x, acc[ob][jv]);
                             }
-                            for jb in 0..JB {
-                                let v = s.load(&window[jb]);
-                                for ob in 0..OB {
-                                    acc[ob][jb] = s.mul_add(gv[ob], v, acc[ob][jb]);
-                                }
+                        }
+                        for jn in 0..JN {
+                            let x = s.load(&window[JV * V::PIXELS + jn]);
+                            for ob in 0..OB {
+                                let gn = s.load(&dzs[ob]);
+                                acc_n[ob][jn] = s.mul_add(gn, x, acc_n[ob][jn]);
                             }
                         }
                     }
-                    for ob in 0..OB {
-                        let at = (o0 + ob) * ckk + (c * k + i) * k + j0;
-                        for jb in 0..JB {
-                            dw[at + jb] = sum_lanes(s, acc[ob][jb]);
+                }
+                for ob in 0..OB {
+                    let at = (o0 + ob) * ckk + (c * k + i) * k + j0;
+                    for jv in 0..JV {
+                        let mut px = [[0.0; LANES]; 2];
+                        v.store_px(&mut px, acc[ob][jv]);
+                        for (q, px) in px[..V::PIXELS].iter().enumerate() {
+                            dw[at + jv * V::PIXELS + q] = px.iter().sum();
                         }
+                    }
+                    for jn in 0..JN {
+                        dw[at + JV * V::PIXELS + jn] = sum_lanes(s, acc_n[ob][jn]);
                     }
                 }
             }
@@ -358,14 +426,39 @@ pub fn conv_input_grad<S: Simd>(
         (d.out_len(), d.o * d.ckk(), d.in_len())
     );
     pack_columns_padded(dz, d.wo(), d.k - 1, dzp);
-    const CB: usize = DX_TILE.0;
-    const XB: usize = DX_TILE.1;
-    let (c_main, x_main) = (d.c - d.c % CB, d.w - d.w % XB);
-    let (cs, xs) = ((0..c_main, c_main..d.c), (0..x_main, x_main..d.w));
-    input_grad_tiles::<S, CB, XB>(s, d, dzp, w, dx, cs.0.clone(), xs.0.clone());
-    input_grad_tiles::<S, CB, 1>(s, d, dzp, w, dx, cs.0, xs.1.clone());
-    input_grad_tiles::<S, 1, XB>(s, d, dzp, w, dx, cs.1.clone(), xs.0);
-    input_grad_tiles::<S, 1, 1>(s, d, dzp, w, dx, cs.1, xs.1);
+    // 6 channels x 2 pairs (12 accumulators) where pairs are registers,
+    // else 6 channels x 1 pair (12 of AVX2's 16 registers).
+    if S::NATIVE_PAIRS {
+        input_grad_tiled::<S, 6, 2>(s, d, dzp, w, dx);
+    } else {
+        input_grad_tiled::<S, 6, 1>(s, d, dzp, w, dx);
+    }
+}
+
+/// Covers the input with CB-channel x XV-pair tiles, and what is left at
+/// the edges with narrower ones.
+#[inline(always)]
+fn input_grad_tiled<S: Simd, const CB: usize, const XV: usize>(
+    s: S,
+    d: &ConvDims,
+    dzp: &[Lanes],
+    w: &[f32],
+    dx: &mut [Lanes],
+) {
+    let p = s.pair();
+    let (tiles_end, pairs_end) = pair_ends::<XV>(d.w);
+    let c_main = d.c - d.c % CB;
+    for (cs, last) in [(0..c_main, false), (c_main..d.c, true)] {
+        if last {
+            input_grad_tiles::<_, 1, XV>(p, d, dzp, w, dx, cs.clone(), 0..tiles_end);
+            input_grad_tiles::<_, 1, 1>(p, d, dzp, w, dx, cs.clone(), tiles_end..pairs_end);
+            input_grad_tiles::<_, 1, 1>(s, d, dzp, w, dx, cs, pairs_end..d.w);
+        } else {
+            input_grad_tiles::<_, CB, XV>(p, d, dzp, w, dx, cs.clone(), 0..tiles_end);
+            input_grad_tiles::<_, CB, 1>(p, d, dzp, w, dx, cs.clone(), tiles_end..pairs_end);
+            input_grad_tiles::<_, CB, 1>(s, d, dzp, w, dx, cs, pairs_end..d.w);
+        }
+    }
 }
 
 /// Copies rows of `width` pixels into `out` with `pad` zero pixels on both ends.
@@ -378,9 +471,11 @@ fn pack_columns_padded(rows: &[Lanes], width: usize, pad: usize, out: &mut Vec<L
     }
 }
 
+/// Input channels `cs` (in steps of CB) x pixels `xs` of each row (in
+/// steps of XV vectors).
 #[inline(always)]
-fn input_grad_tiles<S: Simd, const CB: usize, const XB: usize>(
-    s: S,
+fn input_grad_tiles<V: Vector, const CB: usize, const XV: usize>(
+    v: V,
     d: &ConvDims,
     dzp: &[Lanes],
     w: &[f32],
@@ -390,6 +485,7 @@ fn input_grad_tiles<S: Simd, const CB: usize, const XB: usize>(
 ) {
     let (ho, k, kk, ckk) = (d.ho(), d.k, d.k * d.k, d.ckk());
     let wide = d.wo() + 2 * (k - 1);
+    let xb = XV * V::PIXELS;
     let mut taps: Vec<[f32; CB]> = Vec::new();
     for c0 in cs.step_by(CB) {
         // taps[(o * k + i) * k + j][cb] = w[o][c0 + cb][i][j]
@@ -402,41 +498,61 @@ fn input_grad_tiles<S: Simd, const CB: usize, const XB: usize>(
             // Kernel rows i that reach an output row: 0 <= y + pad - i < Ho.
             let i_lo = (y + d.pad).saturating_sub(ho - 1);
             let i_hi = (y + d.pad).min(k - 1);
-            for x0 in xs.clone().step_by(XB) {
+            for x0 in xs.clone().step_by(xb) {
                 // Kernel columns j that reach an output column from any
                 // of the tile's pixels: 0 <= x + pad - j < Wo. The others
                 // would only multiply padding.
                 let j_lo = (x0 + d.pad).saturating_sub(d.wo() - 1);
-                let j_hi = (x0 + XB - 1 + d.pad).min(k - 1);
-                let mut acc = [[s.zero(); XB]; CB];
+                let j_hi = (x0 + xb - 1 + d.pad).min(k - 1);
+                let mut acc = [[v.zero(); XV]; CB];
                 for o in 0..d.o {
                     for i in i_lo..=i_hi {
                         // Output columns x0 + pad - j (j = j_hi down to
                         // j_lo), shifted right by the K-1 columns of padding.
                         let row = (o * ho + y + d.pad - i) * wide;
-                        let seg = &dzp[row + x0 + d.pad + (k - 1 - j_hi)..][..j_hi - j_lo + XB];
+                        let seg = &dzp[row + x0 + d.pad + (k - 1 - j_hi)..][..j_hi - j_lo + xb];
                         let row_taps = &taps[(o * k + i) * k..][j_lo..=j_hi];
-                        for (tap, window) in row_taps.iter().rev().zip(seg.windows(XB)) {
-                            let mut v = [s.zero(); XB];
-                            for xb in 0..XB {
-                                v[xb] = s.load(&window[xb]);
+                        if let Ok(row_taps) = <&[[f32; CB]; 5]>::try_from(row_taps) {
+                            // All of a 5-wide kernel row: a loop the
+                            // compiler unrolls (most tiles of c3).
+                            for t in 0..5 {
+                                input_grad_tap(v, &row_taps[4 - t], &seg[t..], &mut acc);
                             }
-                            for cb in 0..CB {
-                                let wv = s.splat(tap[cb]);
-                                for xb in 0..XB {
-                                    acc[cb][xb] = s.mul_add(wv, v[xb], acc[cb][xb]);
-                                }
+                        } else {
+                            for (t, tap) in row_taps.iter().rev().enumerate() {
+                                input_grad_tap(v, tap, &seg[t..], &mut acc);
                             }
                         }
                     }
                 }
                 for cb in 0..CB {
-                    let out = &mut dx[((c0 + cb) * d.h + y) * d.w + x0..][..XB];
-                    for xb in 0..XB {
-                        s.store(&mut out[xb], acc[cb][xb]);
+                    let out = &mut dx[((c0 + cb) * d.h + y) * d.w + x0..][..xb];
+                    for xv in 0..XV {
+                        v.store_px(&mut out[xv * V::PIXELS..], acc[cb][xv]);
                     }
                 }
             }
+        }
+    }
+}
+
+/// One kernel tap's multiply-adds into an input-gradient tile: `window`
+/// starts at the tile's first output column for this tap.
+#[inline(always)]
+fn input_grad_tap<V: Vector, const CB: usize, const XV: usize>(
+    v: V,
+    tap: &[f32; CB],
+    window: &[Lanes],
+    acc: &mut [[V::V; XV]; CB],
+) {
+    let mut x = [v.zero(); XV];
+    for xv in 0..XV {
+        x[xv] = v.load_px(&window[xv * V::PIXELS..]);
+    }
+    for cb in 0..CB {
+        let wv = v.splat(tap[cb]);
+        for xv in 0..XV {
+            acc[cb][xv] = v.mul_add(wv, x[xv], acc[cb][xv]);
         }
     }
 }
@@ -631,23 +747,54 @@ mod tests {
         ]
     }
 
+    /// Shapes with remainder tiles (5 channels out, 7 in) and padding
+    /// wider than the kernel's reach, and LeNet's.
+    const ODD: ConvDims = ConvDims {
+        c: 7,
+        h: 10,
+        w: 12,
+        o: 5,
+        k: 3,
+        pad: 3,
+    };
+    /// k = 5 with rows and channel counts that leave edge tiles (single
+    /// pairs, single channels) in every kernel.
+    const ODD_K5: ConvDims = ConvDims {
+        c: 7,
+        h: 12,
+        w: 14,
+        o: 7,
+        k: 5,
+        pad: 2,
+    };
+    const ACTS_AND_POOLS: [(Act, Pool); 3] = [
+        (Act::Sigmoid, Pool::Avg),
+        (Act::Relu, Pool::Max),
+        (Act::Tanh, Pool::Max),
+    ];
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_pairs_compute_the_same_bits_as_avx2() {
+        use crate::model::simd::{run_avx2_fma, run_avx512, Avx2Fma, Avx512};
+        let (Some(wide), Some(narrow)) = (Avx512::detect(), Avx2Fma::detect()) else {
+            eprintln!("skipped: this CPU has no AVX-512");
+            return;
+        };
+        for d in [LENET_C1, LENET_C3, ODD, ODD_K5] {
+            for (act, pool) in ACTS_AND_POOLS {
+                // SAFETY: both tokens come from detect().
+                let a = unsafe { run_avx512(|| block_pass(wide, &d, act, pool)) };
+                let b = unsafe { run_avx2_fma(|| block_pass(narrow, &d, act, pool)) };
+                assert_eq!(a, b, "{d:?} {act:?} {pool:?}");
+            }
+        }
+    }
+
     #[test]
     fn portable_and_dispatched_kernels_agree_on_lenet_shapes() {
-        // Remainder tiles (5 channels out, 7 in) and padding wider than the kernel's reach.
-        let odd = ConvDims {
-            c: 7,
-            h: 10,
-            w: 12,
-            o: 5,
-            k: 3,
-            pad: 3,
-        };
-        for d in [LENET_C1, LENET_C3, odd] {
-            for (act, pool) in [
-                (Act::Sigmoid, Pool::Avg),
-                (Act::Relu, Pool::Max),
-                (Act::Tanh, Pool::Max),
-            ] {
+        for d in [LENET_C1, LENET_C3, ODD, ODD_K5] {
+            for (act, pool) in ACTS_AND_POOLS {
                 let portable = block_pass(Portable, &d, act, pool);
                 let dispatched = with_simd!(|s| block_pass(s, &d, act, pool));
                 for (what, (a, b)) in ["z", "pooled", "dz", "dw", "db", "dx"]
