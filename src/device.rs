@@ -23,11 +23,13 @@ pub enum Backend {
 }
 
 impl Backend {
-    pub fn describe(&self) -> &'static str {
+    /// What runs the model, for people and summaries: on the CPU, with
+    /// the instruction set the kernels chose (`avx512`, `avx2` or `portable`).
+    pub fn describe(&self) -> String {
         match self {
-            Backend::Cpu => "cpu (fast kernels)",
+            Backend::Cpu => format!("cpu (fast kernels, {})", crate::model::simd::isa().name()),
             #[cfg(feature = "cuda")]
-            Backend::Cuda => "cuda (composed dfdx ops)",
+            Backend::Cuda => "cuda (composed dfdx ops)".to_string(),
         }
     }
 }

@@ -222,7 +222,7 @@ impl<'a> Recorder<'a> {
             peak_rss_mb: None,
             config_hash: config.result_hash(),
             host: gethostname::gethostname().to_string_lossy().into_owned(),
-            device: backend.describe().to_string(),
+            device: backend.describe(),
             threads,
             runner_version: env!("CARGO_PKG_VERSION").to_string(),
             dfdx_version: crate::DFDX_VERSION.to_string(),

@@ -204,6 +204,44 @@ fn same_seed_gives_identical_metrics_whatever_the_thread_count() {
 }
 
 #[test]
+fn avx2_and_the_best_instruction_set_train_the_same_bits() {
+    // RUNNER_SIMD=avx2 caps the kernels at AVX2; on a CPU with AVX-512 the
+    // default run uses sixteen-lane pairs instead, which must not change
+    // a single bit of the results.
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = quick_spec(tmp.path(), "isa", "");
+    for (act, pool) in [("sigmoid", "avg"), ("relu", "max")] {
+        let mut runs = Vec::new();
+        for isa in ["avx2", "best"] {
+            let results = tmp.path().join(format!("{act}-{isa}"));
+            let mut cmd = runner();
+            if isa == "avx2" {
+                cmd.env("RUNNER_SIMD", "avx2");
+            }
+            let out = cmd
+                .arg("run")
+                .arg(&spec)
+                .args(["--set", &format!("model.activation={act}")])
+                .args(["--set", &format!("model.pooling={pool}")])
+                .arg("--results-dir")
+                .arg(&results)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", stderr(&out));
+            let run = only_run_dir(&results, "isa");
+            let device = read_json(&run.join("summary.json"))["device"].clone();
+            eprintln!("{act}+{pool} with {isa}: {device}");
+            runs.push((
+                metrics_without_timings(&run),
+                std::fs::read(run.join("best.safetensors")).unwrap(),
+            ));
+        }
+        assert_eq!(runs[0].0, runs[1].0, "{act}+{pool}: metrics");
+        assert!(runs[0].1 == runs[1].1, "{act}+{pool}: checkpoints differ");
+    }
+}
+
+#[test]
 fn eval_reads_a_checkpoint_with_other_settings_and_rejects_a_wrong_one() {
     let tmp = tempfile::tempdir().unwrap();
     let bad = tmp.path().join("bad.safetensors");

@@ -55,7 +55,7 @@ pub fn execute(args: &BenchArgs) -> Result<i32> {
         None
     };
     let report = BenchReport {
-        device: backend.describe().into(),
+        device: backend.describe(),
         threads,
         cells,
         epoch_seconds,
