@@ -211,18 +211,16 @@ fn forward_tiled<S: Simd, const OB: usize, const XV: usize>(
     let p = s.pair();
     let wo = f.d.wo();
     let (tiles_end, pairs_end) = pair_ends::<XV>(wo);
-    let o_main = os.end - os.len() % OB;
-    for (o, last) in [(os.start..o_main, false), (o_main..os.end, true)] {
-        if last {
-            forward_tiles::<_, 1, XV>(p, f, z, o.clone(), 0..tiles_end);
-            forward_tiles::<_, 1, 1>(p, f, z, o.clone(), tiles_end..pairs_end);
-            forward_tiles::<_, 1, 1>(s, f, z, o, pairs_end..wo);
-        } else {
-            forward_tiles::<_, OB, XV>(p, f, z, o.clone(), 0..tiles_end);
-            forward_tiles::<_, OB, 1>(p, f, z, o.clone(), tiles_end..pairs_end);
-            forward_tiles::<_, OB, 1>(s, f, z, o, pairs_end..wo);
-        }
-    }
+    let (whole, rest) = (
+        os.start..os.end - os.len() % OB,
+        os.end - os.len() % OB..os.end,
+    );
+    forward_tiles::<_, OB, XV>(p, f, z, whole.clone(), 0..tiles_end);
+    forward_tiles::<_, OB, 1>(p, f, z, whole.clone(), tiles_end..pairs_end);
+    forward_tiles::<_, OB, 1>(s, f, z, whole, pairs_end..wo);
+    forward_tiles::<_, 1, XV>(p, f, z, rest.clone(), 0..tiles_end);
+    forward_tiles::<_, 1, 1>(p, f, z, rest.clone(), tiles_end..pairs_end);
+    forward_tiles::<_, 1, 1>(s, f, z, rest, pairs_end..wo);
 }
 
 /// Output channels `os` (in steps of OB) x pixels `xs` of each row (in
@@ -447,18 +445,13 @@ fn input_grad_tiled<S: Simd, const CB: usize, const XV: usize>(
 ) {
     let p = s.pair();
     let (tiles_end, pairs_end) = pair_ends::<XV>(d.w);
-    let c_main = d.c - d.c % CB;
-    for (cs, last) in [(0..c_main, false), (c_main..d.c, true)] {
-        if last {
-            input_grad_tiles::<_, 1, XV>(p, d, dzp, w, dx, cs.clone(), 0..tiles_end);
-            input_grad_tiles::<_, 1, 1>(p, d, dzp, w, dx, cs.clone(), tiles_end..pairs_end);
-            input_grad_tiles::<_, 1, 1>(s, d, dzp, w, dx, cs, pairs_end..d.w);
-        } else {
-            input_grad_tiles::<_, CB, XV>(p, d, dzp, w, dx, cs.clone(), 0..tiles_end);
-            input_grad_tiles::<_, CB, 1>(p, d, dzp, w, dx, cs.clone(), tiles_end..pairs_end);
-            input_grad_tiles::<_, CB, 1>(s, d, dzp, w, dx, cs, pairs_end..d.w);
-        }
-    }
+    let (whole, rest) = (0..d.c - d.c % CB, d.c - d.c % CB..d.c);
+    input_grad_tiles::<_, CB, XV>(p, d, dzp, w, dx, whole.clone(), 0..tiles_end);
+    input_grad_tiles::<_, CB, 1>(p, d, dzp, w, dx, whole.clone(), tiles_end..pairs_end);
+    input_grad_tiles::<_, CB, 1>(s, d, dzp, w, dx, whole, pairs_end..d.w);
+    input_grad_tiles::<_, 1, XV>(p, d, dzp, w, dx, rest.clone(), 0..tiles_end);
+    input_grad_tiles::<_, 1, 1>(p, d, dzp, w, dx, rest.clone(), tiles_end..pairs_end);
+    input_grad_tiles::<_, 1, 1>(s, d, dzp, w, dx, rest, pairs_end..d.w);
 }
 
 /// Copies rows of `width` pixels into `out` with `pad` zero pixels on both ends.
