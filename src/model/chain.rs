@@ -241,13 +241,17 @@ fn place_padded(src: &[Lanes], (c, h, w): (usize, usize, usize), pad: usize, out
     }
 }
 
-/// Per-thread buffers of one block's backward.
+/// Per-thread buffers of one block's backward, one of each per stage: a
+/// buffer shared by stages of different sizes would be refilled each time
+/// it grows back.
 #[derive(Default)]
 struct BackwardScratch {
-    /// The gradient w.r.t. the current stage's pooled output.
-    dpooled: Vec<Lanes>,
-    /// The gradient w.r.t. the current stage's convolution output.
-    dz: Vec<Lanes>,
+    /// The gradient w.r.t. each stage's pooled output (the input gradient
+    /// of the stage after it).
+    dpooled: Vec<Vec<Lanes>>,
+    /// The gradient w.r.t. each stage's convolution output.
+    dz: Vec<Vec<Lanes>>,
+    /// The first stage's input gradient.
     dx: Vec<Lanes>,
     padded: Vec<Lanes>,
 }
@@ -320,27 +324,33 @@ fn backward_block(
     dx: Option<&mut [f32]>,
     scratch: &mut BackwardScratch,
 ) -> Vec<BlockGrads> {
-    let last = &stages[stages.len() - 1];
-    let dpooled = lane_buffer(&mut scratch.dpooled, last.pooled_len());
-    lanes::pack(dp, last.pooled_dims(), 0, dpooled);
+    let last = stages.len() - 1;
+    scratch.dpooled.resize_with(stages.len(), Vec::new);
+    scratch.dz.resize_with(stages.len(), Vec::new);
+    let dpooled = lane_buffer(&mut scratch.dpooled[last], stages[last].pooled_len());
+    lanes::pack(dp, stages[last].pooled_dims(), 0, dpooled);
     let mut grads = Vec::with_capacity(stages.len());
     for (s, st) in stages.iter().enumerate().rev() {
         let (xp, a) = kept[s];
-        let dz = lane_buffer(&mut scratch.dz, st.d.out_len());
+        let dz = lane_buffer(&mut scratch.dz[s], st.d.out_len());
         let dims = st.conv_dims();
-        with_simd!(|v| lanes::pool_act_backward(v, pool, act, dims, a, &scratch.dpooled, dz));
+        let dp = &scratch.dpooled[s];
+        with_simd!(|v| lanes::pool_act_backward(v, pool, act, dims, a, dp, dz));
         grads.push(weight_and_bias_grads(&st.d, xp, dz));
         if s == 0 && dx.is_none() {
             break;
         }
-        let dxl = lane_buffer(&mut scratch.dx, st.d.in_len());
+        // This stage's input is the pooled output of the one before.
+        let into = match s {
+            0 => &mut scratch.dx,
+            _ => &mut scratch.dpooled[s - 1],
+        };
+        let dxl = lane_buffer(into, st.d.in_len());
         with_simd!(|v| lanes::conv_input_grad(v, &st.d, dz, st.w, dxl, &mut scratch.padded));
         if s == 0 {
             lanes::unpack(dxl, dx.expect("checked above"));
             break;
         }
-        // This stage's input is the pooled output of the one before.
-        std::mem::swap(&mut scratch.dpooled, &mut scratch.dx);
     }
     grads.reverse();
     grads
