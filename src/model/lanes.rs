@@ -425,18 +425,22 @@ pub fn conv_input_grad<S: Simd>(
     );
     pack_columns_padded(dz, d.wo(), d.k - 1, dzp);
     // 6 channels x 2 pairs (12 accumulators) where pairs are registers,
-    // else 6 channels x 1 pair (12 of AVX2's 16 registers).
+    // else 6 channels x 1 pair (12 of AVX2's 16 registers). Unrolling a
+    // whole kernel row helps with 32 registers (c3 on AVX-512: 81 -> 51
+    // us per block) but not with 16: the compiler then loads all six
+    // columns up front and spills accumulators (c3 on a Zen 3, AVX2: 85
+    // us unrolled, 60 us as a loop).
     if S::NATIVE_PAIRS {
-        input_grad_tiled::<S, 6, 2>(s, d, dzp, w, dx);
+        input_grad_tiled::<S, 6, 2, true>(s, d, dzp, w, dx);
     } else {
-        input_grad_tiled::<S, 6, 1>(s, d, dzp, w, dx);
+        input_grad_tiled::<S, 6, 1, false>(s, d, dzp, w, dx);
     }
 }
 
 /// Covers the input with CB-channel x XV-pair tiles, and what is left at
-/// the edges with narrower ones.
+/// the edges with narrower ones; `UNROLL` unrolls whole 5-tap kernel rows.
 #[inline(always)]
-fn input_grad_tiled<S: Simd, const CB: usize, const XV: usize>(
+fn input_grad_tiled<S: Simd, const CB: usize, const XV: usize, const UNROLL: bool>(
     s: S,
     d: &ConvDims,
     dzp: &[Lanes],
@@ -446,12 +450,12 @@ fn input_grad_tiled<S: Simd, const CB: usize, const XV: usize>(
     let p = s.pair();
     let (tiles_end, pairs_end) = pair_ends::<XV>(d.w);
     let (whole, rest) = (0..d.c - d.c % CB, d.c - d.c % CB..d.c);
-    input_grad_tiles::<_, CB, XV>(p, d, dzp, w, dx, whole.clone(), 0..tiles_end);
-    input_grad_tiles::<_, CB, 1>(p, d, dzp, w, dx, whole.clone(), tiles_end..pairs_end);
-    input_grad_tiles::<_, CB, 1>(s, d, dzp, w, dx, whole, pairs_end..d.w);
-    input_grad_tiles::<_, 1, XV>(p, d, dzp, w, dx, rest.clone(), 0..tiles_end);
-    input_grad_tiles::<_, 1, 1>(p, d, dzp, w, dx, rest.clone(), tiles_end..pairs_end);
-    input_grad_tiles::<_, 1, 1>(s, d, dzp, w, dx, rest, pairs_end..d.w);
+    input_grad_tiles::<_, CB, XV, UNROLL>(p, d, dzp, w, dx, whole.clone(), 0..tiles_end);
+    input_grad_tiles::<_, CB, 1, UNROLL>(p, d, dzp, w, dx, whole.clone(), tiles_end..pairs_end);
+    input_grad_tiles::<_, CB, 1, UNROLL>(s, d, dzp, w, dx, whole, pairs_end..d.w);
+    input_grad_tiles::<_, 1, XV, UNROLL>(p, d, dzp, w, dx, rest.clone(), 0..tiles_end);
+    input_grad_tiles::<_, 1, 1, UNROLL>(p, d, dzp, w, dx, rest.clone(), tiles_end..pairs_end);
+    input_grad_tiles::<_, 1, 1, UNROLL>(s, d, dzp, w, dx, rest, pairs_end..d.w);
 }
 
 /// Copies rows of `width` pixels into `out` with `pad` zero pixels on both ends.
@@ -467,7 +471,7 @@ fn pack_columns_padded(rows: &[Lanes], width: usize, pad: usize, out: &mut Vec<L
 /// Input channels `cs` (in steps of CB) x pixels `xs` of each row (in
 /// steps of XV vectors).
 #[inline(always)]
-fn input_grad_tiles<V: Vector, const CB: usize, const XV: usize>(
+fn input_grad_tiles<V: Vector, const CB: usize, const XV: usize, const UNROLL: bool>(
     v: V,
     d: &ConvDims,
     dzp: &[Lanes],
@@ -505,15 +509,18 @@ fn input_grad_tiles<V: Vector, const CB: usize, const XV: usize>(
                         let row = (o * ho + y + d.pad - i) * wide;
                         let seg = &dzp[row + x0 + d.pad + (k - 1 - j_hi)..][..j_hi - j_lo + xb];
                         let row_taps = &taps[(o * k + i) * k..][j_lo..=j_hi];
-                        if let Ok(row_taps) = <&[[f32; CB]; 5]>::try_from(row_taps) {
+                        match <&[[f32; CB]; 5]>::try_from(row_taps) {
                             // All of a 5-wide kernel row: a loop the
                             // compiler unrolls (most tiles of c3).
-                            for t in 0..5 {
-                                input_grad_tap(v, &row_taps[4 - t], &seg[t..], &mut acc);
+                            Ok(row_taps) if UNROLL => {
+                                for t in 0..5 {
+                                    input_grad_tap(v, &row_taps[4 - t], &seg[t..], &mut acc);
+                                }
                             }
-                        } else {
-                            for (t, tap) in row_taps.iter().rev().enumerate() {
-                                input_grad_tap(v, tap, &seg[t..], &mut acc);
+                            _ => {
+                                for (t, tap) in row_taps.iter().rev().enumerate() {
+                                    input_grad_tap(v, tap, &seg[t..], &mut acc);
+                                }
                             }
                         }
                     }
