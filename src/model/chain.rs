@@ -88,6 +88,10 @@ static SPARE_BUFFERS: Mutex<Vec<Vec<Lanes>>> = Mutex::new(Vec::new());
 /// A buffer of `len` lane pixels with stale contents, for a caller that
 /// overwrites all of them.
 fn spare_buffer(len: usize) -> Vec<Lanes> {
+    if len == 0 {
+        // Inference keeps nothing: leave the spares, full length, to training.
+        return Vec::new();
+    }
     let fitting = SPARE_BUFFERS.lock().ok().and_then(|mut spare| {
         let at = spare.iter().position(|buf| buf.capacity() >= len)?;
         Some(spare.swap_remove(at))
