@@ -10,14 +10,17 @@
 //! the forward `Y = X W^T`, the input gradient `dX = dZ W` and the weight
 //! gradient `dW = dZ^T X`.
 //!
-//! Forward and input gradient go in parallel over images, the weight
-//! gradient over output features. Every output is one sum in a fixed order
+//! Forward and input gradient go in parallel over images, each task of
+//! images through every layer in turn; the weight gradient goes over
+//! output features. Every output is one sum in a fixed order
 //! (over inputs, or over the images in turn), so results do not depend on
 //! the number of threads.
 
 // Register tiles are indexed arrays on purpose: with constant bounds the
 // loops unroll and every accumulator stays in a register.
 #![allow(clippy::needless_range_loop)]
+
+use std::borrow::Cow;
 
 use rayon::prelude::*;
 
@@ -86,6 +89,27 @@ fn task_images(batch: usize) -> usize {
     per_task.div_ceil(TILE_ROWS).max(1) * TILE_ROWS
 }
 
+/// Each task's rows (`rows` images, fewer in the last) of `buffers`,
+/// [B][width] with slack each: per task, one mutable piece per buffer,
+/// the slack left out.
+fn per_task(
+    buffers: &mut [Vec<f32>],
+    widths: impl Iterator<Item = usize>,
+    rows: usize,
+    batch: usize,
+) -> Vec<Vec<&mut [f32]>> {
+    let mut tasks: Vec<Vec<&mut [f32]>> = (0..batch.div_ceil(rows)).map(|_| Vec::new()).collect();
+    for (buf, width) in buffers.iter_mut().zip(widths) {
+        for (task, piece) in tasks
+            .iter_mut()
+            .zip(buf[..batch * width].chunks_mut(rows * width))
+        {
+            task.push(piece);
+        }
+    }
+    tasks
+}
+
 /// `w` [n_out][n_in] transposed to [n_in][n_out rounded up to LANES], the
 /// extra columns zero: the forward's `B` operand.
 fn transposed(w: &[f32], n_in: usize, n_out: usize) -> (Vec<f32>, usize) {
@@ -140,26 +164,35 @@ pub fn dense_forward(
         .map(|l| transposed(l.w, l.n_in, l.n_out))
         .collect();
     x.extend_from_slice(&[0.0; LANES]);
-    let mut saved = DenseSaved {
-        batch,
-        x,
-        outputs: Vec::with_capacity(layers.len()),
-    };
-    for (l, layer) in layers.iter().enumerate() {
-        let (wt, ldb) = &weights[l];
-        let a = Operand::rows(saved.input(l), layer.n_in);
-        let b = Operand::rows(wt, *ldb);
-        let output = by_images(
-            a,
-            b,
-            layer.n_in,
-            batch,
-            layer.n_out,
-            Some(layer.b),
-            layer.act,
-        );
-        saved.outputs.push(output);
-    }
+    let mut outputs: Vec<Vec<f32>> = layers
+        .iter()
+        .map(|l| padded_buffer(batch * l.n_out))
+        .collect();
+    // Each task takes its images through every layer: one parallel region
+    // for the head, not one per layer, so the threads meet once.
+    let rows = task_images(batch);
+    let tasks = per_task(&mut outputs, layers.iter().map(|l| l.n_out), rows, batch);
+    let x_rows = &x[..batch * layers[0].n_in];
+    tasks
+        .into_par_iter()
+        .zip(x_rows.par_chunks(rows * layers[0].n_in))
+        .for_each(|(mut outs, x)| {
+            let images = x.len() / layers[0].n_in;
+            for (l, layer) in layers.iter().enumerate() {
+                let (done, rest) = outs.split_at_mut(l);
+                let input = match done.last() {
+                    Some(previous) => &previous[..],
+                    None => x,
+                };
+                let (wt, ldb) = &weights[l];
+                let a = Operand::rows(input, layer.n_in);
+                let b = Operand::rows(wt, *ldb);
+                let out = &mut *rest[0];
+                let (k, n, bias, act) = (layer.n_in, layer.n_out, Some(layer.b), layer.act);
+                with_simd!(|s| product(s, a, b, k, 0..images, out, n, bias, act));
+            }
+        });
+    let mut saved = DenseSaved { batch, x, outputs };
     let mut y = saved.outputs.last().expect("at least one layer").clone();
     y.truncate(batch * layers[layers.len() - 1].n_out);
     if !keep {
@@ -182,73 +215,76 @@ pub fn dense_backward(
     let batch = saved.batch;
     assert_eq!(saved.outputs.len(), layers.len(), "forward kept nothing");
     assert_eq!(dy.len(), batch * layers[layers.len() - 1].n_out);
-    // The gradient w.r.t. the current layer's output, then its input.
-    let mut grad = padded_buffer(dy.len());
-    grad[..dy.len()].copy_from_slice(dy);
-    let mut dzs = vec![Vec::new(); layers.len()];
-    let mut dx = None;
-    for (l, layer) in layers.iter().enumerate().rev() {
-        // The gradient before the activation.
-        let mut dz = grad;
-        let n = batch * layer.n_out;
-        layer
-            .act
-            .backward_from_output(&saved.outputs[l][..n], &mut dz[..n]);
-        if l > 0 || need_dx {
-            grad = input_grad(layer, batch, &dz);
-            if l == 0 {
-                grad.truncate(batch * layer.n_in);
-                dx = Some(grad);
-                grad = Vec::new();
+    let last = layers.len() - 1;
+    // Each layer's gradient before its activation, [B][n_out].
+    let mut dzs: Vec<Vec<f32>> = layers
+        .iter()
+        .map(|l| padded_buffer(batch * l.n_out))
+        .collect();
+    dzs[last][..dy.len()].copy_from_slice(dy);
+    let n_in = layers[0].n_in;
+    let mut dx = if need_dx {
+        padded_buffer(batch * n_in)
+    } else {
+        Vec::new()
+    };
+    let weights: Vec<Cow<[f32]>> = layers.iter().map(input_grad_weights).collect();
+    // As in the forward, each task takes its images through every layer.
+    let rows = task_images(batch);
+    let tasks = per_task(&mut dzs, layers.iter().map(|l| l.n_out), rows, batch);
+    let dx_pieces: Vec<Option<&mut [f32]>> = if need_dx {
+        dx[..batch * n_in]
+            .chunks_mut(rows * n_in)
+            .map(Some)
+            .collect()
+    } else {
+        (0..tasks.len()).map(|_| None).collect()
+    };
+    tasks
+        .into_par_iter()
+        .zip(dx_pieces)
+        .enumerate()
+        .for_each(|(task, (mut dz, mut dx))| {
+            let first_image = task * rows;
+            for (l, layer) in layers.iter().enumerate().rev() {
+                let (before, from_l) = dz.split_at_mut(l);
+                let dz_l = &mut *from_l[0];
+                let n = layer.n_out;
+                let y = &saved.outputs[l][first_image * n..][..dz_l.len()];
+                layer.act.backward_from_output(y, dz_l);
+                // `dZ W`: the gradient w.r.t. the layer's input.
+                let into = match before.last_mut() {
+                    Some(previous) => &mut **previous,
+                    None => match dx {
+                        Some(ref mut dx) => &mut **dx,
+                        None => break,
+                    },
+                };
+                let images = dz_l.len() / n;
+                let a = Operand::rows(dz_l, n);
+                let b = Operand::rows(&weights[l], layer.n_in);
+                let k = layer.n_in;
+                with_simd!(|s| product(s, a, b, n, 0..images, into, k, None, Act::Identity));
             }
-        } else {
-            grad = Vec::new();
-        }
-        dzs[l] = dz;
-    }
+        });
+    let dx = need_dx.then(|| {
+        dx.truncate(batch * n_in);
+        dx
+    });
     let mut grads = weight_grads(layers, saved, &dzs);
     grads[0].dx = dx;
     grads
 }
 
-/// `dZ W`: the gradient w.r.t. a layer's input, [B][n_in] (padded).
-fn input_grad(layer: &Dense, batch: usize, dz: &[f32]) -> Vec<f32> {
-    // W's rows are the B operand. Unless they are whole vectors long, the
-    // last vector of the last row runs past W's end: a copy with slack.
-    let padded;
-    let w = if layer.n_in.is_multiple_of(LANES) {
-        layer.w
+/// A layer's weights as the `B` operand of its input gradient `dZ W`:
+/// W's rows, with slack past the last one unless rows are whole vectors
+/// long (the last vector of the last row would run past W's end).
+fn input_grad_weights<'a>(layer: &Dense<'a>) -> Cow<'a, [f32]> {
+    if layer.n_in.is_multiple_of(LANES) {
+        Cow::Borrowed(layer.w)
     } else {
-        padded = [layer.w, &[0.0; LANES]].concat();
-        &padded
-    };
-    let a = Operand::rows(dz, layer.n_out);
-    let b = Operand::rows(w, layer.n_in);
-    by_images(a, b, layer.n_out, batch, layer.n_in, None, Act::Identity)
-}
-
-/// `act(A B + bias)` for A's first `batch` rows (images), [batch][n] with
-/// slack (see `product`), in parallel over tasks of images.
-#[allow(clippy::too_many_arguments)]
-fn by_images(
-    a: Operand,
-    b: Operand,
-    k: usize,
-    batch: usize,
-    n: usize,
-    bias: Option<&[f32]>,
-    act: Act,
-) -> Vec<f32> {
-    let mut c = padded_buffer(batch * n);
-    let rows = task_images(batch);
-    c[..batch * n]
-        .par_chunks_mut(rows * n)
-        .enumerate()
-        .for_each(|(task, out)| {
-            let images = task * rows..task * rows + out.len() / n;
-            with_simd!(|s| product(s, a, b, k, images, out, n, bias, act));
-        });
-    c
+        Cow::Owned([layer.w, &[0.0; LANES]].concat())
+    }
 }
 
 /// Every layer's weight and bias gradient, in parallel over bands of
@@ -561,7 +597,9 @@ mod tests {
     #[test]
     fn head_matches_a_plain_product_on_ragged_shapes() {
         // Widths around whole vectors (7, 8, 17, 21, 3) and batches that
-        // leave every narrower row tile (15 = 6 + 6 + 2 + 1, 4, 1).
+        // leave every narrower row tile (15 = 6 + 6 + 2 + 1, 4, 1), and
+        // one of several parallel tasks, the last one short, on any
+        // number of threads (40).
         let shapes = [(21, 17), (17, 8), (8, 7), (7, 3)];
         let params: Vec<(Vec<f32>, Vec<f32>)> = shapes
             .iter()
@@ -591,7 +629,7 @@ mod tests {
                     },
                 })
                 .collect();
-            for batch in [15, 4, 1] {
+            for batch in [40, 15, 4, 1] {
                 let x = pseudo_random(batch * 21, 100 + batch as u32);
                 let dy = pseudo_random(batch * 3, 200 + batch as u32);
                 let (want_y, want_grads) = reference(&layers, batch, &x, &dy);
@@ -611,6 +649,11 @@ mod tests {
                         &g.db,
                         &want_grads[2 + 2 * l],
                     );
+                }
+                let without_dx = dense_backward(&layers, &saved, &dy, false);
+                assert!(without_dx[0].dx.is_none());
+                for (g, want) in without_dx.iter().zip(&grads) {
+                    assert_eq!((&g.dw, &g.db), (&want.dw, &want.db));
                 }
                 // Inference keeps nothing and gives the same output bits.
                 let (y_infer, _) = dense_forward(&layers, batch, x, false);
