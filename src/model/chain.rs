@@ -18,7 +18,7 @@ use super::kernels::{
     buffer, lane_buffer, optional_chunks, reduce_blocks, weight_and_bias_grads, Act, BlockGrads,
     ConvDims, ConvGrads, Pool, CHUNK,
 };
-use super::lanes;
+use super::lanes::{self, Taps};
 use super::simd::{with_simd, Lanes, LANES};
 
 /// One stage: a stride-1 convolution with weights `w` [O, C, K, K] and
@@ -180,6 +180,10 @@ pub fn chain_forward(
             block.push(pair);
         }
     }
+    let taps: Vec<Taps> = stages
+        .iter()
+        .map(|st| with_simd!(|v| Taps::forward(v, &st.d, st.w)))
+        .collect();
     let out_len = last.pooled_len();
     let mut y = buffer(batch * out_len);
     y.par_chunks_mut(CHUNK * out_len)
@@ -191,16 +195,18 @@ pub fn chain_forward(
             } else {
                 (kept, &mut scratch.pooled)
             };
-            forward_block(stages, x, act, pool, &mut buffers, pooled, y);
+            forward_block(stages, &taps, x, act, pool, &mut buffers, pooled, y);
         });
     (y, saved)
 }
 
 /// One block through every stage: packs `x`, then per stage convolves
-/// (activation included) and pools into the next stage's input, the last
-/// stage into `pooled`, unpacked into `y`.
+/// (activation included; `taps` are the stages' weights) and pools into
+/// the next stage's input, the last stage into `pooled`, unpacked into `y`.
+#[allow(clippy::too_many_arguments)]
 fn forward_block(
     stages: &[Stage],
+    taps: &[Taps],
     x: &[f32],
     act: Act,
     pool: Pool,
@@ -213,7 +219,7 @@ fn forward_block(
     for (s, st) in stages.iter().enumerate() {
         let (done, rest) = buffers.split_at_mut(s + 1);
         let (xp, a) = &mut done[s];
-        with_simd!(|v| lanes::conv_forward(v, &st.d, xp, st.w, st.b, act, a));
+        with_simd!(|v| lanes::conv_forward(v, &st.d, xp, &taps[s], st.b, act, a));
         let dims = st.conv_dims();
         match (rest.first_mut(), stages.get(s + 1)) {
             (Some((next_xp, _)), Some(next)) if next.d.pad == 0 => {
@@ -291,6 +297,12 @@ pub fn chain_backward(
             block.push(pair);
         }
     }
+    // The input gradient's weights, for the stages that pass one on.
+    let taps: Vec<Option<Taps>> = stages
+        .iter()
+        .enumerate()
+        .map(|(s, st)| (s > 0 || need_dx).then(|| with_simd!(|v| Taps::input_grad(v, &st.d, st.w))))
+        .collect();
     let in_len = first.d.in_len();
     let mut dx = if need_dx {
         buffer(batch * in_len)
@@ -302,7 +314,7 @@ pub fn chain_backward(
         .zip(per_block.into_par_iter())
         .zip(dpooled.par_chunks(CHUNK * last.pooled_len()))
         .map_init(BackwardScratch::default, |scratch, ((dx, kept), dp)| {
-            backward_block(stages, &kept, dp, act, pool, dx, scratch)
+            backward_block(stages, &taps, &kept, dp, act, pool, dx, scratch)
         })
         .collect();
     let mut dx = need_dx.then_some(dx);
@@ -318,9 +330,12 @@ pub fn chain_backward(
 
 /// One block's backward through every stage, last to first: returns the
 /// weight and bias gradients per stage, and writes the first stage's input
-/// gradient into `dx` (NCHW) when given.
+/// gradient into `dx` (NCHW) when given (`taps`: each stage's weights for
+/// its input gradient, where it has one).
+#[allow(clippy::too_many_arguments)]
 fn backward_block(
     stages: &[Stage],
+    taps: &[Option<Taps>],
     kept: &[(&[Lanes], &[Lanes])],
     dp: &[f32],
     act: Act,
@@ -350,7 +365,10 @@ fn backward_block(
             _ => &mut scratch.dpooled[s - 1],
         };
         let dxl = lane_buffer(into, st.d.in_len());
-        with_simd!(|v| lanes::conv_input_grad(v, &st.d, dz, st.w, dxl, &mut scratch.padded));
+        let taps = taps[s]
+            .as_ref()
+            .expect("packed for every stage that passes a gradient on");
+        with_simd!(|v| lanes::conv_input_grad(v, &st.d, dz, taps, dxl, &mut scratch.padded));
         if s == 0 {
             lanes::unpack(dxl, dx.expect("checked above"));
             break;

@@ -15,7 +15,7 @@
 
 use rayon::prelude::*;
 
-use super::lanes;
+use super::lanes::{self, Taps};
 use super::simd::{with_simd, Lanes, LANES};
 
 /// Samples per parallel work item. Fixed, so that the order of floating
@@ -148,14 +148,14 @@ struct Scratch {
 fn forward_block(
     d: &ConvDims,
     x: &[f32],
-    w: &[f32],
+    taps: &Taps,
     b: &[f32],
     act: Act,
     xp: &mut [Lanes],
     z: &mut [Lanes],
 ) {
     lanes::pack(x, (d.c, d.h, d.w), d.pad, xp);
-    with_simd!(|s| lanes::conv_forward(s, d, xp, w, b, act, z));
+    with_simd!(|s| lanes::conv_forward(s, d, xp, taps, b, act, z));
 }
 
 /// The dense case (the kernel covers the whole input, as in c5): the
@@ -185,12 +185,13 @@ pub fn conv_forward(
         return out;
     }
     let (hp, wp) = lanes::padded_hw(d);
+    let taps = with_simd!(|s| Taps::forward(s, d, w));
     out.par_chunks_mut(CHUNK * d.out_len())
         .zip(x.par_chunks(CHUNK * d.in_len()))
         .for_each_init(Scratch::default, |scratch, (out, x)| {
             let xp = lane_buffer(&mut scratch.input, d.c * hp * wp);
             let z = lane_buffer(&mut scratch.output, d.out_len());
-            forward_block(d, x, w, b, act, xp, z);
+            forward_block(d, x, &taps, b, act, xp, z);
             lanes::unpack(z, out);
         });
     out
@@ -242,19 +243,21 @@ pub(super) fn weight_and_bias_grads(d: &ConvDims, xp: &[Lanes], dz: &[Lanes]) ->
 
 /// The weight, bias and (into `dx`, NCHW, when given) input gradients of
 /// one block, from its packed input `xp` and the gradient `dz` of the
-/// convolution's output (before the activation).
+/// convolution's output (before the activation); `taps` are the weights
+/// for the input gradient, packed when it is asked for.
 fn backward_block(
     d: &ConvDims,
     xp: &[Lanes],
-    w: &[f32],
+    taps: Option<&Taps>,
     dz: &[Lanes],
     dx: Option<&mut [f32]>,
     (dx_lanes, padded): (&mut Vec<Lanes>, &mut Vec<Lanes>),
 ) -> BlockGrads {
     let grads = weight_and_bias_grads(d, xp, dz);
     if let Some(dx) = dx {
+        let taps = taps.expect("packed when the input gradient is asked for");
         let dx_lanes = lane_buffer(dx_lanes, d.in_len());
-        with_simd!(|s| lanes::conv_input_grad(s, d, dz, w, dx_lanes, padded));
+        with_simd!(|s| lanes::conv_input_grad(s, d, dz, taps, dx_lanes, padded));
         lanes::unpack(dx_lanes, dx);
     }
     grads
@@ -283,6 +286,7 @@ pub fn conv_backward(
     } else {
         Vec::new()
     };
+    let taps = need_dx.then(|| with_simd!(|s| Taps::input_grad(s, d, w)));
     let blocks: Vec<BlockGrads> = optional_chunks(&mut dx, CHUNK * in_len, batch)
         .into_par_iter()
         .enumerate()
@@ -305,7 +309,7 @@ pub fn conv_backward(
             let xp = lane_buffer(input, d.c * hp * wp);
             let x = &x[images.start * in_len..images.end * in_len];
             lanes::pack(x, (d.c, d.h, d.w), d.pad, xp);
-            backward_block(d, xp, w, dz, dx, (grad, padded))
+            backward_block(d, xp, taps.as_ref(), dz, dx, (grad, padded))
         })
         .collect();
     reduce_blocks(d, blocks.iter(), need_dx.then_some(dx))

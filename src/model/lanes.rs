@@ -142,15 +142,115 @@ pub fn padded_hw(d: &ConvDims) -> (usize, usize) {
     (d.h + 2 * d.pad, d.w + 2 * d.pad)
 }
 
+/// A layer's weights laid out for the tiles that read them, packed once
+/// per batch rather than once per block (repacking them took 2% of a
+/// training step). For each tile of N channels (output channels in the
+/// forward, input channels in the input gradient) starting at channel
+/// c0, the N weights of one tap lie side by side, tap after tap, at
+/// `c0 * per_channel`; single channels keep their own layout.
+pub struct Taps {
+    values: Vec<f32>,
+    /// Taps per channel of the tiled side.
+    per_channel: usize,
+    /// Whether the tiles are those of paired vectors (`Simd::NATIVE_PAIRS`).
+    pairs: bool,
+}
+
+impl Taps {
+    /// The N-channel tile's taps starting at channel `c0`.
+    #[inline(always)]
+    fn tile<const N: usize>(&self, c0: usize) -> &[[f32; N]] {
+        let at = c0 * self.per_channel;
+        self.values[at..at + N * self.per_channel]
+            .as_chunks::<N>()
+            .0
+    }
+
+    /// Packs `tap(channel, q)` (q < per_channel) for the tiles in `plan`:
+    /// channel ranges and their tile width, channels past a range's last
+    /// whole tile one at a time.
+    fn pack(
+        plan: &[(Range<usize>, usize)],
+        per_channel: usize,
+        pairs: bool,
+        tap: impl Fn(usize, usize) -> f32,
+    ) -> Self {
+        let channels = plan.last().map_or(0, |(range, _)| range.end);
+        let mut values = Vec::with_capacity(channels * per_channel);
+        for (range, width) in plan {
+            let whole_end = range.end - range.len() % width;
+            let tiles = (range.start..whole_end)
+                .step_by(*width)
+                .map(|c0| (c0, *width));
+            for (c0, n) in tiles.chain((whole_end..range.end).map(|c| (c, 1))) {
+                for q in 0..per_channel {
+                    values.extend((c0..c0 + n).map(|c| tap(c, q)));
+                }
+            }
+        }
+        Taps {
+            values,
+            per_channel,
+            pairs,
+        }
+    }
+
+    /// `w` [O][C][K][K] for `conv_forward` on `S`.
+    pub fn forward<S: Simd>(_: S, d: &ConvDims, w: &[f32]) -> Self {
+        assert_eq!(w.len(), d.o * d.ckk());
+        let ckk = d.ckk();
+        Taps::pack(&forward_plan::<S>(d.o), ckk, S::NATIVE_PAIRS, |o, q| {
+            w[o * ckk + q]
+        })
+    }
+
+    /// `w` [O][C][K][K] for `conv_input_grad` on `S`: per input channel c,
+    /// `(o * K + i) * K + j` is the tap of `w[o][c][i][j]`.
+    pub fn input_grad<S: Simd>(_: S, d: &ConvDims, w: &[f32]) -> Self {
+        assert_eq!(w.len(), d.o * d.ckk());
+        let (kk, ckk) = (d.k * d.k, d.ckk());
+        let plan = [(0..d.c, INPUT_GRAD_CHANNELS)];
+        Taps::pack(&plan, d.o * kk, S::NATIVE_PAIRS, |c, q| {
+            let (o, ij) = (q / kk, q % kk);
+            w[o * ckk + c * kk + ij]
+        })
+    }
+}
+
+/// Input channels per tile of the input gradient: 6 channels x 2 pairs
+/// (12 accumulators) where pairs are registers, else 6 channels x 1 pair
+/// (12 of AVX2's 16 registers).
+const INPUT_GRAD_CHANNELS: usize = 6;
+
+/// The forward's output-channel tiles on `S`: channel ranges and their
+/// tile width.
+fn forward_plan<S: Simd>(o: usize) -> [(Range<usize>, usize); 2] {
+    if S::NATIVE_PAIRS {
+        // 32 registers of two pixels each: 8 channels x 2 pairs (16
+        // accumulators) for c3's 16 channels, 6 x 2 for c1's 6. (4 x 5
+        // pairs, a whole row of c3, spilled in the activation: 2.4x slower.)
+        let width = if o.is_multiple_of(8) { 8 } else { 6 };
+        [(0..o, width), (o..o, 1)]
+    } else {
+        // Tiles of 6 channels x 2 pixels: 12 accumulators keep both FMA
+        // units busy through the FMA latency (8 did not; 4 x 3 ran out of
+        // AVX2's 16 registers). c3's 16 channels: two 6-channel tiles and
+        // a 4-channel one.
+        let sixes = o - o % 6;
+        [(0..sixes, 6), (sixes..o, 4)]
+    }
+}
+
 /// `act(conv(x, w) + b)` for one block: `xp` is the input packed with the
-/// convolution's padding, `z` is [O][Ho][Wo].
+/// convolution's padding, `taps` the weights (`Taps::forward` on the same
+/// `S`), `z` is [O][Ho][Wo].
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub fn conv_forward<S: Simd>(
     s: S,
     d: &ConvDims,
     xp: &[Lanes],
-    w: &[f32],
+    taps: &Taps,
     b: &[f32],
     act: Act,
     z: &mut [Lanes],
@@ -158,27 +258,25 @@ pub fn conv_forward<S: Simd>(
     let (hp, wp) = padded_hw(d);
     assert_eq!(xp.len(), d.c * hp * wp);
     assert_eq!(
-        (w.len(), b.len(), z.len()),
-        (d.o * d.ckk(), d.o, d.out_len())
+        (taps.values.len(), taps.pairs, b.len(), z.len()),
+        (d.o * d.ckk(), S::NATIVE_PAIRS, d.o, d.out_len())
     );
-    let f = ForwardArgs { d, xp, w, b, act };
-    if S::NATIVE_PAIRS {
-        // 32 registers of two pixels each: 8 channels x 2 pairs (16
-        // accumulators) for c3's 16 channels, 6 x 2 for c1's 6. (4 x 5
-        // pairs, a whole row of c3, spilled in the activation: 2.4x slower.)
-        if d.o.is_multiple_of(8) {
-            forward_tiled::<S, 8, 2>(s, &f, z, 0..d.o);
-        } else {
-            forward_tiled::<S, 6, 2>(s, &f, z, 0..d.o);
+    let f = ForwardArgs {
+        d,
+        xp,
+        taps,
+        b,
+        act,
+    };
+    for (os, width) in forward_plan::<S>(d.o) {
+        match (S::NATIVE_PAIRS, width) {
+            _ if os.is_empty() => {}
+            (true, 8) => forward_tiled::<S, 8, 2>(s, &f, z, os),
+            (true, 6) => forward_tiled::<S, 6, 2>(s, &f, z, os),
+            (false, 6) => forward_tiled::<S, 6, 1>(s, &f, z, os),
+            (false, 4) => forward_tiled::<S, 4, 1>(s, &f, z, os),
+            _ => unreachable!("no kernel for {width}-channel tiles"),
         }
-    } else {
-        // Tiles of 6 channels x 2 pixels: 12 accumulators keep both FMA
-        // units busy through the FMA latency (8 did not; 4 x 3 ran out of
-        // AVX2's 16 registers). c3's 16 channels: two 6-channel tiles and
-        // a 4-channel one.
-        let sixes = d.o - d.o % 6;
-        forward_tiled::<S, 6, 1>(s, &f, z, 0..sixes);
-        forward_tiled::<S, 4, 1>(s, &f, z, sixes..d.o);
     }
 }
 
@@ -186,7 +284,7 @@ pub fn conv_forward<S: Simd>(
 struct ForwardArgs<'a> {
     d: &'a ConvDims,
     xp: &'a [Lanes],
-    w: &'a [f32],
+    taps: &'a Taps,
     b: &'a [f32],
     act: Act,
 }
@@ -237,9 +335,8 @@ fn forward_tiles<V: Vector, const OB: usize, const XV: usize>(
     let (hp, wp) = padded_hw(d);
     let (ho, wo, k) = (d.ho(), d.wo(), d.k);
     let xb = XV * V::PIXELS;
-    let mut taps = Vec::new();
     for o0 in os.step_by(OB) {
-        pack_taps::<OB>(f.w, o0, d.ckk(), &mut taps);
+        let taps = f.taps.tile::<OB>(o0);
         for y in 0..ho {
             for x0 in xs.clone().step_by(xb) {
                 let mut acc = [[v.zero(); XV]; OB];
@@ -273,14 +370,6 @@ fn forward_tiles<V: Vector, const OB: usize, const XV: usize>(
             }
         }
     }
-}
-
-/// The weights of output channels o0..o0+N side by side, tap after tap:
-/// `taps[q][n] = w[(o0 + n) * ckk + q]`, so a tile finds the N weights
-/// it broadcasts next to each other.
-fn pack_taps<const N: usize>(w: &[f32], o0: usize, ckk: usize, taps: &mut Vec<[f32; N]>) {
-    taps.clear();
-    taps.extend((0..ckk).map(|q| core::array::from_fn(|n| w[(o0 + n) * ckk + q])));
 }
 
 /// Writes into `dw` [O * CKK] the weight gradient of one block:
@@ -408,32 +497,33 @@ pub fn conv_bias_grad<S: Simd>(s: S, d: &ConvDims, dz: &[Lanes], db: &mut [f32])
 
 /// Writes into `dx` ([C][H][W], unpadded) the input gradient of one block:
 /// `dx[c][y][x] = sum of w[o][c][i][j] * dz[o][y+pad-i][x+pad-j]` over
-/// the (o, i, j) that reach a real output. `dzp` is scratch for `dz` with
-/// K-1 zero columns on both sides, so that only the rows need bounds.
+/// the (o, i, j) that reach a real output, `taps` being `w` as
+/// `Taps::input_grad` packs it on the same `S`. `dzp` is scratch for `dz`
+/// with K-1 zero columns on both sides, so that only the rows need bounds.
 #[inline(always)]
 pub fn conv_input_grad<S: Simd>(
     s: S,
     d: &ConvDims,
     dz: &[Lanes],
-    w: &[f32],
+    taps: &Taps,
     dx: &mut [Lanes],
     dzp: &mut Vec<Lanes>,
 ) {
     assert_eq!(
-        (dz.len(), w.len(), dx.len()),
-        (d.out_len(), d.o * d.ckk(), d.in_len())
+        (dz.len(), taps.values.len(), taps.pairs, dx.len()),
+        (d.out_len(), d.o * d.ckk(), S::NATIVE_PAIRS, d.in_len())
     );
     pack_columns_padded(dz, d.wo(), d.k - 1, dzp);
-    // 6 channels x 2 pairs (12 accumulators) where pairs are registers,
-    // else 6 channels x 1 pair (12 of AVX2's 16 registers). Unrolling a
+    // Unrolling a
     // whole kernel row helps with 32 registers (c3 on AVX-512: 81 -> 51
     // us per block) but not with 16: the compiler then loads all six
     // columns up front and spills accumulators (c3 on a Zen 3, AVX2: 85
     // us unrolled, 60 us as a loop).
+    const CB: usize = INPUT_GRAD_CHANNELS;
     if S::NATIVE_PAIRS {
-        input_grad_tiled::<S, 6, 2, true>(s, d, dzp, w, dx);
+        input_grad_tiled::<S, CB, 2, true>(s, d, dzp, taps, dx);
     } else {
-        input_grad_tiled::<S, 6, 1, false>(s, d, dzp, w, dx);
+        input_grad_tiled::<S, CB, 1, false>(s, d, dzp, taps, dx);
     }
 }
 
@@ -444,18 +534,18 @@ fn input_grad_tiled<S: Simd, const CB: usize, const XV: usize, const UNROLL: boo
     s: S,
     d: &ConvDims,
     dzp: &[Lanes],
-    w: &[f32],
+    taps: &Taps,
     dx: &mut [Lanes],
 ) {
     let p = s.pair();
     let (tiles_end, pairs_end) = pair_ends::<XV>(d.w);
     let (whole, rest) = (0..d.c - d.c % CB, d.c - d.c % CB..d.c);
-    input_grad_tiles::<_, CB, XV, UNROLL>(p, d, dzp, w, dx, whole.clone(), 0..tiles_end);
-    input_grad_tiles::<_, CB, 1, UNROLL>(p, d, dzp, w, dx, whole.clone(), tiles_end..pairs_end);
-    input_grad_tiles::<_, CB, 1, UNROLL>(s, d, dzp, w, dx, whole, pairs_end..d.w);
-    input_grad_tiles::<_, 1, XV, UNROLL>(p, d, dzp, w, dx, rest.clone(), 0..tiles_end);
-    input_grad_tiles::<_, 1, 1, UNROLL>(p, d, dzp, w, dx, rest.clone(), tiles_end..pairs_end);
-    input_grad_tiles::<_, 1, 1, UNROLL>(s, d, dzp, w, dx, rest, pairs_end..d.w);
+    input_grad_tiles::<_, CB, XV, UNROLL>(p, d, dzp, taps, dx, whole.clone(), 0..tiles_end);
+    input_grad_tiles::<_, CB, 1, UNROLL>(p, d, dzp, taps, dx, whole.clone(), tiles_end..pairs_end);
+    input_grad_tiles::<_, CB, 1, UNROLL>(s, d, dzp, taps, dx, whole, pairs_end..d.w);
+    input_grad_tiles::<_, 1, XV, UNROLL>(p, d, dzp, taps, dx, rest.clone(), 0..tiles_end);
+    input_grad_tiles::<_, 1, 1, UNROLL>(p, d, dzp, taps, dx, rest.clone(), tiles_end..pairs_end);
+    input_grad_tiles::<_, 1, 1, UNROLL>(s, d, dzp, taps, dx, rest, pairs_end..d.w);
 }
 
 /// Copies rows of `width` pixels into `out` with `pad` zero pixels on both ends.
@@ -475,22 +565,17 @@ fn input_grad_tiles<V: Vector, const CB: usize, const XV: usize, const UNROLL: b
     v: V,
     d: &ConvDims,
     dzp: &[Lanes],
-    w: &[f32],
+    taps: &Taps,
     dx: &mut [Lanes],
     cs: Range<usize>,
     xs: Range<usize>,
 ) {
-    let (ho, k, kk, ckk) = (d.ho(), d.k, d.k * d.k, d.ckk());
+    let (ho, k) = (d.ho(), d.k);
     let wide = d.wo() + 2 * (k - 1);
     let xb = XV * V::PIXELS;
-    let mut taps: Vec<[f32; CB]> = Vec::new();
     for c0 in cs.step_by(CB) {
         // taps[(o * k + i) * k + j][cb] = w[o][c0 + cb][i][j]
-        taps.clear();
-        taps.extend((0..d.o * kk).map(|q| {
-            let (o, ij) = (q / kk, q % kk);
-            core::array::from_fn(|cb| w[o * ckk + (c0 + cb) * kk + ij])
-        }));
+        let taps = taps.tile::<CB>(c0);
         for y in 0..d.h {
             // Kernel rows i that reach an output row: 0 <= y + pad - i < Ho.
             let i_lo = (y + d.pad).saturating_sub(ho - 1);
@@ -734,7 +819,7 @@ mod tests {
             .collect();
         let b: Vec<f32> = lanes_of(d.o, 3).iter().map(|l| l[5]).collect();
         let mut z = vec![[0.0; LANES]; d.out_len()];
-        conv_forward(s, d, &xp, &w, &b, act, &mut z);
+        conv_forward(s, d, &xp, &Taps::forward(s, d, &w), &b, act, &mut z);
         let mut p = vec![[0.0; LANES]; d.out_len() / 4];
         pool_forward(s, pool, (d.o, d.ho(), d.wo()), &z, &mut p);
         let dp = lanes_of(p.len(), 4);
@@ -745,7 +830,8 @@ mod tests {
         let mut db = vec![0.0; d.o];
         conv_bias_grad(s, d, &dz, &mut db);
         let mut dx = vec![[0.0; LANES]; d.in_len()];
-        conv_input_grad(s, d, &dz, &w, &mut dx, &mut Vec::new());
+        let taps = Taps::input_grad(s, d, &w);
+        conv_input_grad(s, d, &dz, &taps, &mut dx, &mut Vec::new());
         vec![
             z.as_flattened().to_vec(),
             p.as_flattened().to_vec(),
