@@ -25,7 +25,7 @@ use std::borrow::Cow;
 use rayon::prelude::*;
 
 use super::kernels::{Act, ConvGrads};
-use super::simd::{with_simd, Lanes, Simd, LANES};
+use super::simd::{with_simd, Lanes, Simd, Vector, LANES};
 
 /// One dense layer: `act(W x + b)` with `w` [n_out][n_in] (PyTorch's
 /// Linear layout, and c5's [O][C][K][K] read as [O][C*K*K]).
@@ -392,23 +392,29 @@ fn product<S: Simd>(
         n,
     };
     let vectors = n.div_ceil(LANES);
-    let pairs = vectors - vectors % TILE_VECTORS;
-    for (i, tile) in row_tiles(rows) {
-        for v in (0..pairs).step_by(TILE_VECTORS) {
-            match tile {
-                6 => p.tile::<S, 6, TILE_VECTORS>(s, i, v, c),
-                4 => p.tile::<S, 4, TILE_VECTORS>(s, i, v, c),
-                2 => p.tile::<S, 2, TILE_VECTORS>(s, i, v, c),
-                _ => p.tile::<S, 1, TILE_VECTORS>(s, i, v, c),
+    for rows in row_tiles(rows) {
+        // Columns in tiles of TILE_VECTORS registers: of pairs (16
+        // floats) where a pair is one register, so that each broadcast of
+        // A feeds twice the multiply-adds; then narrower at the row's end.
+        let mut v = 0;
+        if S::NATIVE_PAIRS {
+            let pairs = s.pair();
+            let step = 2 * TILE_VECTORS;
+            while v + step <= vectors {
+                p.tile_rows::<_, TILE_VECTORS>(pairs, rows, v, c);
+                v += step;
+            }
+            if v + 2 <= vectors {
+                p.tile_rows::<_, 1>(pairs, rows, v, c);
+                v += 2;
             }
         }
-        for v in pairs..vectors {
-            match tile {
-                6 => p.tile::<S, 6, 1>(s, i, v, c),
-                4 => p.tile::<S, 4, 1>(s, i, v, c),
-                2 => p.tile::<S, 2, 1>(s, i, v, c),
-                _ => p.tile::<S, 1, 1>(s, i, v, c),
-            }
+        while v + TILE_VECTORS <= vectors {
+            p.tile_rows::<_, TILE_VECTORS>(s, rows, v, c);
+            v += TILE_VECTORS;
+        }
+        if v < vectors {
+            p.tile_rows::<_, 1>(s, rows, v, c);
         }
     }
 }
@@ -436,74 +442,100 @@ struct Product<'a> {
 }
 
 impl Product<'_> {
-    /// Rows `i..i + IB` of C, columns from vector `v` on (JV vectors, or
-    /// fewer columns where C's row ends).
+    /// `tile` for a row tile of any height `row_tiles` gives.
     #[inline(always)]
-    fn tile<S: Simd, const IB: usize, const JV: usize>(
+    fn tile_rows<V: Vector, const JV: usize>(
         &self,
-        s: S,
-        i: usize,
-        v: usize,
+        v: V,
+        (i, height): (usize, usize),
+        vector: usize,
         c: &mut [f32],
     ) {
-        let j0 = v * LANES;
-        let mut acc = [[s.zero(); JV]; IB];
+        match height {
+            6 => self.tile::<V, 6, JV>(v, i, vector, c),
+            4 => self.tile::<V, 4, JV>(v, i, vector, c),
+            2 => self.tile::<V, 2, JV>(v, i, vector, c),
+            _ => self.tile::<V, 1, JV>(v, i, vector, c),
+        }
+    }
+
+    /// Rows `i..i + IB` of C, columns from the 8-float vector `vector` on
+    /// (JV registers of `v`, or fewer columns where C's row ends).
+    #[inline(always)]
+    fn tile<V: Vector, const IB: usize, const JV: usize>(
+        &self,
+        v: V,
+        i: usize,
+        vector: usize,
+        c: &mut [f32],
+    ) {
+        let j0 = vector * LANES;
+        let mut acc = [[v.zero(); JV]; IB];
         if let Some(bias) = self.bias {
-            let mut lanes = [[0.0; LANES]; JV];
-            for (jv, lanes) in lanes.iter_mut().enumerate() {
-                for (l, out) in lanes.iter_mut().enumerate() {
-                    *out = bias.get(j0 + jv * LANES + l).copied().unwrap_or(0.0);
+            let mut px = [[[0.0; LANES]; 2]; JV];
+            for (jv, px) in px.iter_mut().enumerate() {
+                let at = j0 + jv * V::PIXELS * LANES;
+                for (l, out) in px.as_flattened_mut()[..V::PIXELS * LANES]
+                    .iter_mut()
+                    .enumerate()
+                {
+                    *out = bias.get(at + l).copied().unwrap_or(0.0);
                 }
             }
             for ib in 0..IB {
                 for jv in 0..JV {
-                    acc[ib][jv] = s.load(&lanes[jv]);
+                    acc[ib][jv] = v.load_px(&px[jv]);
                 }
             }
         }
-        let acc = self.accumulate::<S, IB, JV>(s, acc, i, j0);
+        let acc = self.accumulate::<V, IB, JV>(v, acc, i, j0);
         for ib in 0..IB {
             let row = &mut c[(i + ib - self.first_row) * self.n..][..self.n];
             for jv in 0..JV {
-                let mut out = [0.0; LANES];
-                s.store(&mut out, self.act.forward(s, acc[ib][jv]));
-                let at = j0 + jv * LANES;
-                let len = LANES.min(self.n.saturating_sub(at));
-                row[at..at + len].copy_from_slice(&out[..len]);
+                let mut out = [[0.0; LANES]; 2];
+                v.store_px(&mut out, self.act.forward(v, acc[ib][jv]));
+                let at = j0 + jv * V::PIXELS * LANES;
+                let len = (V::PIXELS * LANES).min(self.n.saturating_sub(at));
+                row[at..at + len].copy_from_slice(&out.as_flattened()[..len]);
             }
         }
     }
 
-    /// `acc[ib][jv] + sum over kk of A[i + ib][kk] * B[kk][j0 + jv * LANES..]`.
-    /// The accumulators are this function's own locals: kept in a caller's
-    /// array, the compiler stored them to the stack every step.
+    /// `acc[ib][jv] + sum over kk of A[i + ib][kk] * B[kk][j0 + jv * width..]`
+    /// (`width` the floats of one register of `v`). The accumulators are
+    /// this function's own locals: kept in a caller's array, the compiler
+    /// stored them to the stack every step.
     #[inline(always)]
-    fn accumulate<S: Simd, const IB: usize, const JV: usize>(
+    fn accumulate<V: Vector, const IB: usize, const JV: usize>(
         &self,
-        s: S,
-        mut acc: [[S::V; JV]; IB],
+        v: V,
+        mut acc: [[V::V; JV]; IB],
         i: usize,
         j0: usize,
-    ) -> [[S::V; JV]; IB] {
+    ) -> [[V::V; JV]; IB] {
         let (a, b) = (self.a, self.b);
         let a_row: [usize; IB] = core::array::from_fn(|ib| (i + ib) * a.row_stride);
         for kk in 0..self.k {
             let b_at = kk * b.row_stride + j0;
-            let mut bv = [s.zero(); JV];
+            let mut bv = [v.zero(); JV];
             for jv in 0..JV {
                 // SAFETY: `product` checked that B's last vector, at
                 // (k - 1) * row_stride plus the columns rounded up to
-                // whole vectors, is in bounds; j0 + JV * LANES is at most that.
-                let lanes = unsafe { &*(b.values.as_ptr().add(b_at + jv * LANES) as *const Lanes) };
-                bv[jv] = s.load(lanes);
+                // whole 8-float vectors, is in bounds, and tiles never
+                // reach past those columns.
+                let px = unsafe {
+                    let at = b.values.as_ptr().add(b_at + jv * V::PIXELS * LANES);
+                    std::slice::from_raw_parts(at as *const Lanes, V::PIXELS)
+                };
+                bv[jv] = v.load_px(px);
             }
             let a_col = kk * a.col_stride;
             for ib in 0..IB {
                 // SAFETY: `product` checked A's last element, of its last
                 // row and column; every (i + ib, kk) here is within both.
-                let av = s.splat(unsafe { *a.values.get_unchecked(a_row[ib] + a_col) });
+                let av = v.splat(unsafe { *a.values.get_unchecked(a_row[ib] + a_col) });
                 for jv in 0..JV {
-                    acc[ib][jv] = s.mul_add(av, bv[jv], acc[ib][jv]);
+                    acc[ib][jv] = v.mul_add(av, bv[jv], acc[ib][jv]);
                 }
             }
         }
