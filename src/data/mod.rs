@@ -161,4 +161,27 @@ mod tests {
         sorted.sort();
         assert_eq!(sorted, (0..100).collect::<Vec<_>>());
     }
+
+    #[test]
+    fn gather_scales_the_chosen_images_in_order() {
+        let n = 200;
+        let split = Split {
+            pixels: (0..n * PIXELS).map(|i| (i * 31 % 256) as u8).collect(),
+            labels: (0..n).map(|i| (i % 10) as u8).collect(),
+        };
+        for count in [3, 150] {
+            let indices: Vec<usize> = (0..count).map(|k| (k * 37 + 5) % n).collect();
+            // Stale contents are replaced, not appended to.
+            let (mut out, mut labels) = (vec![9.0; 7], vec![42]);
+            split.gather(&indices, &mut out, &mut labels);
+            assert_eq!((out.len(), labels.len()), (count * PIXELS, count));
+            for (k, &i) in indices.iter().enumerate() {
+                assert_eq!(labels[k], i % 10);
+                for p in [0, 1, PIXELS - 1] {
+                    let want = split.pixels[i * PIXELS + p] as f32 / 255.0;
+                    assert_eq!(out[k * PIXELS + p], want, "image {i} pixel {p}");
+                }
+            }
+        }
+    }
 }
