@@ -222,9 +222,9 @@ pub fn dense_backward(
         .map(|l| padded_buffer(batch * l.n_out))
         .collect();
     dzs[last][..dy.len()].copy_from_slice(dy);
-    let n_in = layers[0].n_in;
+    let features = layers[0].n_in;
     let mut dx = if need_dx {
-        padded_buffer(batch * n_in)
+        padded_buffer(batch * features)
     } else {
         Vec::new()
     };
@@ -233,8 +233,8 @@ pub fn dense_backward(
     let rows = task_images(batch);
     let tasks = per_task(&mut dzs, layers.iter().map(|l| l.n_out), rows, batch);
     let dx_pieces: Vec<Option<&mut [f32]>> = if need_dx {
-        dx[..batch * n_in]
-            .chunks_mut(rows * n_in)
+        dx[..batch * features]
+            .chunks_mut(rows * features)
             .map(Some)
             .collect()
     } else {
@@ -249,8 +249,8 @@ pub fn dense_backward(
             for (l, layer) in layers.iter().enumerate().rev() {
                 let (before, from_l) = dz.split_at_mut(l);
                 let dz_l = &mut *from_l[0];
-                let n = layer.n_out;
-                let y = &saved.outputs[l][first_image * n..][..dz_l.len()];
+                let (n_in, n_out) = (layer.n_in, layer.n_out);
+                let y = &saved.outputs[l][first_image * n_out..][..dz_l.len()];
                 layer.act.backward_from_output(y, dz_l);
                 // `dZ W`: the gradient w.r.t. the layer's input.
                 let into = match before.last_mut() {
@@ -260,15 +260,15 @@ pub fn dense_backward(
                         None => break,
                     },
                 };
-                let images = dz_l.len() / n;
-                let a = Operand::rows(dz_l, n);
-                let b = Operand::rows(&weights[l], layer.n_in);
-                let k = layer.n_in;
-                with_simd!(|s| product(s, a, b, n, 0..images, into, k, None, Act::Identity));
+                let images = dz_l.len() / n_out;
+                let a = Operand::rows(dz_l, n_out);
+                let b = Operand::rows(&weights[l], n_in);
+                let identity = Act::Identity;
+                with_simd!(|s| product(s, a, b, n_out, 0..images, into, n_in, None, identity));
             }
         });
     let dx = need_dx.then(|| {
-        dx.truncate(batch * n_in);
+        dx.truncate(batch * features);
         dx
     });
     let mut grads = weight_grads(layers, saved, &dzs);
