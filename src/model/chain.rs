@@ -309,7 +309,7 @@ pub fn chain_backward(
     } else {
         Vec::new()
     };
-    let block_grads: Vec<Vec<BlockGrads>> = optional_chunks(&mut dx, CHUNK * in_len, batch)
+    let block_grads: Vec<Vec<BlockGrads>> = optional_chunks(&mut dx, CHUNK * in_len, blocks)
         .into_par_iter()
         .zip(per_block.into_par_iter())
         .zip(dpooled.par_chunks(CHUNK * last.pooled_len()))

@@ -24,7 +24,7 @@ use std::borrow::Cow;
 
 use rayon::prelude::*;
 
-use super::kernels::{Act, ConvGrads};
+use super::kernels::{optional_chunks, Act, ConvGrads};
 use super::simd::{with_simd, Lanes, Simd, Vector, LANES};
 
 /// One dense layer: `act(W x + b)` with `w` [n_out][n_in] (PyTorch's
@@ -232,14 +232,8 @@ pub fn dense_backward(
     // As in the forward, each task takes its images through every layer.
     let rows = task_images(batch);
     let tasks = per_task(&mut dzs, layers.iter().map(|l| l.n_out), rows, batch);
-    let dx_pieces: Vec<Option<&mut [f32]>> = if need_dx {
-        dx[..batch * features]
-            .chunks_mut(rows * features)
-            .map(Some)
-            .collect()
-    } else {
-        (0..tasks.len()).map(|_| None).collect()
-    };
+    let dx_len = if need_dx { batch * features } else { 0 };
+    let dx_pieces = optional_chunks(&mut dx[..dx_len], rows * features, tasks.len());
     tasks
         .into_par_iter()
         .zip(dx_pieces)

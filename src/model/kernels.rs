@@ -287,7 +287,7 @@ pub fn conv_backward(
         Vec::new()
     };
     let taps = need_dx.then(|| with_simd!(|s| Taps::input_grad(s, d, w)));
-    let blocks: Vec<BlockGrads> = optional_chunks(&mut dx, CHUNK * in_len, batch)
+    let blocks: Vec<BlockGrads> = optional_chunks(&mut dx, CHUNK * in_len, batch.div_ceil(CHUNK))
         .into_par_iter()
         .enumerate()
         .map_init(Scratch::default, |scratch, (bi, dx)| {
@@ -315,15 +315,15 @@ pub fn conv_backward(
     reduce_blocks(d, blocks.iter(), need_dx.then_some(dx))
 }
 
-/// `buf` cut into `len`-sized chunks, or as many `None`s as there are
-/// blocks in `batch` when `buf` is empty (the gradient was not asked for).
+/// `buf` cut into `len`-sized chunks, or `pieces` `None`s when `buf` is
+/// empty (the gradient was not asked for).
 pub(super) fn optional_chunks(
     buf: &mut [f32],
     len: usize,
-    batch: usize,
+    pieces: usize,
 ) -> Vec<Option<&mut [f32]>> {
     if buf.is_empty() {
-        (0..batch.div_ceil(CHUNK)).map(|_| None).collect()
+        (0..pieces).map(|_| None).collect()
     } else {
         buf.chunks_mut(len).map(Some).collect()
     }
