@@ -42,6 +42,8 @@ pub struct Cell {
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
     pub device: String,
+    /// The processor (`results::cpu_model`), when it can be read.
+    pub cpu: Option<String>,
     pub threads: usize,
     pub cells: Vec<Cell>,
     /// One epoch of the seed's setup: 60k images at batch 16 plus the 10k-image eval.
@@ -191,6 +193,9 @@ impl DeviceTask for Epoch<'_> {
 /// The report as a plain text table.
 pub fn table(report: &BenchReport) -> String {
     let mut out = format!("device: {}, {} threads\n", report.device, report.threads);
+    if let Some(cpu) = &report.cpu {
+        out.push_str(&format!("cpu: {cpu}\n"));
+    }
     out.push_str(&format!(
         "{:<12} {:<6} {:>6} {:>12}\n",
         "variant", "mode", "batch", "images/s"

@@ -222,6 +222,7 @@ impl<'a> Recorder<'a> {
             peak_rss_mb: None,
             config_hash: config.result_hash(),
             host: gethostname::gethostname().to_string_lossy().into_owned(),
+            cpu: results::cpu_model(),
             device: backend.describe(),
             threads,
             runner_version: env!("CARGO_PKG_VERSION").to_string(),

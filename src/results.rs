@@ -64,6 +64,9 @@ pub struct Summary {
     pub peak_rss_mb: Option<f64>,
     pub config_hash: String,
     pub host: String,
+    /// The processor, as `cpu_model` names it (absent in older summaries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
     pub device: String,
     pub threads: usize,
     pub runner_version: String,
@@ -179,6 +182,32 @@ pub fn peak_rss_mb() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// The processor this runs on, from /proc/cpuinfo (Linux; None elsewhere):
+/// its model name with the family and model numbers, which tell apart
+/// processors that share a name (a VM's "Intel(R) Xeon(R) Processor",
+/// or AMD's "EPYC" across generations), so that speed figures say where
+/// they were measured.
+pub fn cpu_model() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    cpu_model_from(&info)
+}
+
+fn cpu_model_from(cpuinfo: &str) -> Option<String> {
+    // Fields of the first processor only: every core reports the same.
+    let first = cpuinfo.split("\n\n").next()?;
+    let field = |key: &str| {
+        first.lines().find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            (name.trim() == key).then(|| value.trim().to_string())
+        })
+    };
+    let name = field("model name")?;
+    Some(match (field("cpu family"), field("model")) {
+        (Some(family), Some(model)) => format!("{name} (family {family}, model {model})"),
+        _ => name,
+    })
+}
+
 pub fn now_rfc3339() -> String {
     chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
 }
@@ -186,6 +215,23 @@ pub fn now_rfc3339() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_model_names_the_first_processor_with_family_and_model() {
+        let info = "processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 207\n\
+                    model name\t: Intel(R) Xeon(R) Processor\nflags\t\t: fpu avx512f\n\n\
+                    processor\t: 1\nmodel name\t: Other\n";
+        assert_eq!(
+            cpu_model_from(info).as_deref(),
+            Some("Intel(R) Xeon(R) Processor (family 6, model 207)")
+        );
+        // Some architectures give a name and no family or model.
+        assert_eq!(
+            cpu_model_from("model name\t: Some CPU\n").as_deref(),
+            Some("Some CPU")
+        );
+        assert_eq!(cpu_model_from("processor\t: 0\n"), None);
+    }
 
     #[test]
     fn metrics_round_trip_with_the_documented_header() {

@@ -27,6 +27,11 @@ fn bench_measures_only_the_cells_asked_for() {
     assert!(cells[0]["images"].as_u64().unwrap() >= 16);
     assert!(cells[0]["images_per_sec"].as_f64().unwrap() > 0.0);
     assert!(report["epoch_seconds"].is_null());
+    // The processor is named, so that a table says where it was measured.
+    if cfg!(target_os = "linux") {
+        let cpu = report["cpu"].as_str().unwrap_or_default();
+        assert!(!cpu.is_empty(), "{report}");
+    }
 }
 
 #[test]

@@ -59,6 +59,9 @@ fn run_trains_above_chance_and_writes_every_file() {
     }
     assert_eq!(summary["config_hash"].as_str().unwrap().len(), 64);
     assert!(summary["peak_rss_mb"].as_f64().unwrap() > 1.0);
+    if cfg!(target_os = "linux") {
+        assert!(!summary["cpu"].as_str().unwrap_or_default().is_empty());
+    }
 
     // config.toml is the resolved config and can be run again as a spec.
     let config = std::fs::read_to_string(run.join("config.toml")).unwrap();

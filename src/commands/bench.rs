@@ -7,7 +7,7 @@ use crate::cli::BenchArgs;
 use crate::config::{DataConfig, DeviceChoice};
 use crate::data;
 use crate::device;
-use crate::results::peak_rss_mb;
+use crate::results::{cpu_model, peak_rss_mb};
 
 pub fn execute(args: &BenchArgs) -> Result<i32> {
     let choice: DeviceChoice =
@@ -56,6 +56,7 @@ pub fn execute(args: &BenchArgs) -> Result<i32> {
     };
     let report = BenchReport {
         device: backend.describe(),
+        cpu: cpu_model(),
         threads,
         cells,
         epoch_seconds,
