@@ -3,7 +3,9 @@
 
 Runs `runner bench --json` and `bench/pytorch_bench.py --json` with 1 and 2
 threads each, alternating, `--repeat` times, and prints per cell runner's best,
-PyTorch's best and the ratio. Each side gets the best of its thread counts and
+PyTorch's best and the ratio, and the lowest ratio of a single repeat (each
+side's best of its thread counts within that repeat), which shows how much
+the verdict depends on the machine's moment. Each side gets the best of its thread counts and
 repeats: on a shared machine interference only ever slows a run down, and
 PyTorch with 2 threads on a loaded machine collapses. Needs a release build of
 runner and a Python with torch and numpy:
@@ -50,6 +52,7 @@ def main():
     parser.add_argument("--train-batches", help="passed to both sides, e.g. 256 or none")
     parser.add_argument("--infer-batches", help="passed to both sides, e.g. 1000 or none")
     parser.add_argument("--no-epoch", action="store_true", help="skip timing an epoch on both sides")
+    parser.add_argument("--save", metavar="FILE", help="also write every run's JSON report to FILE")
     args = parser.parse_args()
     # The same cells on both sides: one table cell can be measured alone.
     shared = []
@@ -59,21 +62,33 @@ def main():
             shared += ["--" + flag.replace("_", "-"), value]
     if args.no_epoch:
         shared.append("--no-epoch")
+    thread_counts = args.threads.split(",")
     runner_reports, torch_reports = [], []
-    for threads in args.threads.split(",") * args.repeat:
+    for threads in thread_counts * args.repeat:
         runner_reports.append(run_json([args.runner, "bench", "--data", args.data, "--seconds", args.seconds,
                                         "--threads", threads, "--json", *shared]))
         torch_reports.append(run_json([args.python, os.path.join(HERE, "pytorch_bench.py"), "--data", args.data,
                                        "--seconds", args.seconds, "--threads", threads, "--json", *shared]))
+    if args.save:
+        with open(args.save, "w") as f:
+            json.dump({"runner": runner_reports, "pytorch": torch_reports}, f, indent=2)
     ours, theirs = best_of(runner_reports), best_of(torch_reports)
+    # Each repeat alone (best of its thread counts, per side): how far the
+    # ratio moves between repeats on this machine.
+    per_repeat = len(thread_counts)
+    repeats = [(best_of(runner_reports[i:i + per_repeat]), best_of(torch_reports[i:i + per_repeat]))
+               for i in range(0, len(runner_reports), per_repeat)]
     keys = [k for k in ours if k in theirs]
-    print(f"runner: {runner_reports[0]['device']}; PyTorch: {torch_reports[0]['device']}; "
+    cpu = runner_reports[0].get("cpu") or "unknown cpu"
+    print(f"{cpu}; runner: {runner_reports[0]['device']}; PyTorch: {torch_reports[0]['device']}; "
           f"best of {args.threads} threads x {args.repeat} repeats each, images/s\n")
-    print("| variant | mode | batch | runner | PyTorch | ratio |")
-    print("|---|---|---|---|---|---|")
-    for variant, mode, batch in keys:
-        r, t = ours[(variant, mode, batch)], theirs[(variant, mode, batch)]
-        print(f"| {variant} | {mode} | {batch} | {r:,.0f} | {t:,.0f} | {r / t:.1f}x |")
+    print("| variant | mode | batch | runner | PyTorch | ratio | lowest repeat's ratio |")
+    print("|---|---|---|---|---|---|---|")
+    for key in keys:
+        variant, mode, batch = key
+        r, t = ours[key], theirs[key]
+        lowest = min(mine[key] / other[key] for mine, other in repeats)
+        print(f"| {variant} | {mode} | {batch} | {r:,.0f} | {t:,.0f} | {r / t:.1f}x | {lowest:.1f}x |")
     print()
     for name, reports in (("runner", runner_reports), ("PyTorch", torch_reports)):
         for report in reports:
