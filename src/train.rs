@@ -72,15 +72,17 @@ impl Sgd {
         self.velocity = velocity;
     }
 
+    /// One update of every parameter; `read_grad(param, out)` copies the
+    /// parameter's gradient into `out`.
     pub fn step<D: Device<f32>>(
         &mut self,
         params: &mut [Param<D>],
-        grads: &Gradients<f32, D>,
+        mut read_grad: impl FnMut(&Param<D>, &mut [f32]),
         lr: f32,
     ) {
         for (i, param) in params.iter_mut().enumerate() {
             self.grad.resize(param.shape().0, 0.0);
-            grads.get(param).copy_into(&mut self.grad);
+            read_grad(param, &mut self.grad);
             let (values, velocity) = (&mut self.values[i], &mut self.velocity[i]);
             for ((p, v), g) in values.iter_mut().zip(velocity.iter_mut()).zip(&self.grad) {
                 let g = g + self.weight_decay * *p;
@@ -166,8 +168,13 @@ impl<D: Device<f32>, O: ConvOps<D>> Trainer<D, O> {
         let (logits, tape) = logits.split_tape();
         let scored = score(&logits.as_vec(), labels);
         let loss = cross_entropy_with_logits_loss(logits.put_tape(tape), targets);
-        let grads = loss.backward();
-        self.sgd.step(&mut self.model.params, &grads, lr);
+        let mut grads = loss.backward();
+        let ops = &self.ops;
+        self.sgd.step(
+            &mut self.model.params,
+            |param, out| ops.read_grad(&mut grads, param, out),
+            lr,
+        );
         scored
     }
 
