@@ -369,11 +369,19 @@ fn model_step<O: ConvOps<Cpu>>(
         .for_each(|(i, &l)| onehot[i * 10 + l] = 1.0);
     let targets = dev.tensor_from_vec(onehot, (n, 10usize));
     let loss = cross_entropy_with_logits_loss(model.forward(ops, xt.leaky_traced()), targets);
-    let grads = loss.backward();
-    (
-        logits.as_vec(),
-        model.params.iter().map(|p| grads.get(p).as_vec()).collect(),
-    )
+    let mut grads = loss.backward();
+    // Read as the SGD step reads them, which must be dfdx's own values.
+    let read: Vec<Vec<f32>> = model
+        .params
+        .iter()
+        .map(|p| {
+            let mut out = vec![f32::NAN; p.shape().0];
+            ops.read_grad(&mut grads, p, &mut out);
+            assert_eq!(out, grads.get(p).as_vec(), "read_grad");
+            out
+        })
+        .collect();
+    (logits.as_vec(), read)
 }
 
 #[test]
