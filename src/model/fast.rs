@@ -202,9 +202,11 @@ pub fn conv_pool_chain<T: Tape<f32, Cpu>>(
         let param_ids: Vec<_> = layers.iter().map(|l| (l.w.ghost(), l.b.ghost())).collect();
         let out_id = out.ghost();
         tape.add_backward_op(move |grads| {
-            let dy = grads.get_or_alloc_mut(&out_id)?.to_vec();
             let stages = stages(&dims, &params);
-            let g = chain::chain_backward(&stages, batch, &saved, &dy, act, pool, need_dx);
+            // Read in place (the output's gradient is batch x 400 floats
+            // for LeNet); the borrow ends before the gradients are added.
+            let dy = grads.get_or_alloc_mut(&out_id)?;
+            let g = chain::chain_backward(&stages, batch, &saved, dy, act, pool, need_dx);
             add_layer_grads!(grads, x_id, param_ids, g);
             Ok(())
         });
