@@ -7,8 +7,8 @@ PyTorch's best and the ratio, and the lowest ratio of a single repeat (each
 side's best of its thread counts within that repeat), which shows how much
 the verdict depends on the machine's moment. Each side gets the best of its
 thread counts and repeats: on a shared machine interference only ever slows
-a run down, and PyTorch with 2 threads on a loaded machine collapses. Needs a release build of
-runner and a Python with torch and numpy:
+a run down, and PyTorch with 2 threads on a loaded machine collapses. Needs a
+release build of runner and a Python with torch and numpy:
 
     cargo build --release
     python3 bench/compare.py --data ../shared/data/mnist --seconds 3 --repeat 2
