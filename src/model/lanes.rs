@@ -432,23 +432,20 @@ fn weight_grad_tiles<S: Simd, V: Vector, const OB: usize, const JV: usize, const
     let (hp, wp) = padded_hw(d);
     let (wo, k, ckk, p) = (d.wo(), d.k, d.ckk(), d.p());
     let jb = JV * V::PIXELS + JN;
-    let mut dz_block = Vec::new();
     for o0 in os.step_by(OB) {
-        // dz of channels o0..o0+OB side by side, pixel after pixel.
-        dz_block.clear();
-        dz_block.extend(
-            (0..p).map(|px| core::array::from_fn::<Lanes, OB, _>(|ob| g.dz[(o0 + ob) * p + px])),
-        );
+        // dz of channels o0..o0+OB, read in place: one stream per channel.
+        let dz: [&[Lanes]; OB] = core::array::from_fn(|ob| &g.dz[(o0 + ob) * p..][..p]);
         for c in 0..d.c {
             for i in 0..k {
                 let mut acc = [[v.zero(); JV]; OB];
                 let mut acc_n = [[s.zero(); JN]; OB];
-                for (y, dz_row) in dz_block.chunks_exact(wo).enumerate() {
+                for y in 0..d.ho() {
                     let row = &g.xp[(c * hp + y + i) * wp + j0..][..wo + jb - 1];
-                    for (dzs, window) in dz_row.iter().zip(row.windows(jb)) {
+                    for (col, window) in row.windows(jb).enumerate() {
+                        let px = y * wo + col;
                         let mut gv = [v.zero(); OB];
                         for ob in 0..OB {
-                            gv[ob] = v.dup(&dzs[ob]);
+                            gv[ob] = v.dup(&dz[ob][px]);
                         }
                         for jv in 0..JV {
                             let x = v.load_px(&window[jv * V::PIXELS..]);
@@ -459,7 +456,7 @@ fn weight_grad_tiles<S: Simd, V: Vector, const OB: usize, const JV: usize, const
                         for jn in 0..JN {
                             let x = s.load(&window[JV * V::PIXELS + jn]);
                             for ob in 0..OB {
-                                let gn = s.load(&dzs[ob]);
+                                let gn = s.load(&dz[ob][px]);
                                 acc_n[ob][jn] = s.mul_add(gn, x, acc_n[ob][jn]);
                             }
                         }
