@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 
 use super::kernels::{
-    buffer, lane_buffer, optional_chunks, reduce_blocks, weight_and_bias_grads, Act, BlockGrads,
+    buffer, lane_buffer, optional_chunks, reduce_blocks, weight_grads_beside, Act, BlockGrads,
     ConvDims, ConvGrads, Pool, CHUNK,
 };
 use super::lanes::{self, Taps};
@@ -354,8 +354,9 @@ fn backward_block(
         let dz = lane_buffer(&mut scratch.dz[s], st.d.out_len());
         let dims = st.conv_dims();
         let dp = &scratch.dpooled[s];
-        with_simd!(|v| lanes::pool_act_backward(v, pool, act, dims, a, dp, dz));
-        grads.push(weight_and_bias_grads(&st.d, xp, dz));
+        let mut db = buffer(st.d.o);
+        with_simd!(|v| lanes::pool_act_backward(v, pool, act, dims, a, dp, dz, &mut db));
+        grads.push(weight_grads_beside(&st.d, xp, dz, db));
         if s == 0 && dx.is_none() {
             break;
         }

@@ -230,15 +230,23 @@ pub(super) fn reduce_blocks<'a>(
 /// One block's weight and bias gradients, from its packed input `xp` and
 /// the gradient `dz` of the convolution's output (before the activation).
 pub(super) fn weight_and_bias_grads(d: &ConvDims, xp: &[Lanes], dz: &[Lanes]) -> BlockGrads {
-    let mut grads = BlockGrads {
-        dw: buffer(d.o * d.ckk()),
-        db: buffer(d.o),
-    };
-    with_simd!(|s| {
-        lanes::conv_weight_grad(s, d, xp, dz, &mut grads.dw);
-        lanes::conv_bias_grad(s, d, dz, &mut grads.db);
-    });
-    grads
+    let mut db = buffer(d.o);
+    with_simd!(|s| lanes::conv_bias_grad(s, d, dz, &mut db));
+    weight_grads_beside(d, xp, dz, db)
+}
+
+/// One block's weight gradient, from its packed input `xp` and the
+/// gradient `dz` of the convolution's output, beside its bias gradient
+/// `db` summed already (as `lanes::pool_act_backward` does).
+pub(super) fn weight_grads_beside(
+    d: &ConvDims,
+    xp: &[Lanes],
+    dz: &[Lanes],
+    db: Vec<f32>,
+) -> BlockGrads {
+    let mut dw = buffer(d.o * d.ckk());
+    with_simd!(|s| lanes::conv_weight_grad(s, d, xp, dz, &mut dw));
+    BlockGrads { dw, db }
 }
 
 /// The weight, bias and (into `dx`, NCHW, when given) input gradients of
