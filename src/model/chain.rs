@@ -219,22 +219,22 @@ fn forward_block(
     for (s, st) in stages.iter().enumerate() {
         let (done, rest) = buffers.split_at_mut(s + 1);
         let (xp, a) = &mut done[s];
-        with_simd!(|v| lanes::conv_forward(v, &st.d, xp, &taps[s], st.b, act, a));
-        let dims = st.conv_dims();
-        match (rest.first_mut(), stages.get(s + 1)) {
-            (Some((next_xp, _)), Some(next)) if next.d.pad == 0 => {
-                with_simd!(|v| lanes::pool_forward(v, pool, dims, a, next_xp));
-            }
-            (Some((next_xp, _)), Some(next)) => {
-                let p = lane_buffer(pooled, st.pooled_len());
-                with_simd!(|v| lanes::pool_forward(v, pool, dims, a, p));
-                place_padded(p, st.pooled_dims(), next.d.pad, next_xp);
-            }
-            _ => {
-                let p = lane_buffer(pooled, st.pooled_len());
-                with_simd!(|v| lanes::pool_forward(v, pool, dims, a, p));
-                lanes::unpack(p, y);
-            }
+        let next = rest.first_mut().zip(stages.get(s + 1));
+        // The pooled output goes straight into the next stage's input
+        // when that has no padding, else through `pooled`.
+        let (into, padded_next) = match next {
+            Some(((next_xp, _), next)) if next.d.pad == 0 => (&mut **next_xp, None),
+            other => (
+                lane_buffer(pooled, st.pooled_len()),
+                other.map(|((next_xp, _), next)| (next_xp, next.d.pad)),
+            ),
+        };
+        let pooled_into = Some((pool, &mut *into));
+        with_simd!(|v| lanes::conv_forward(v, &st.d, xp, &taps[s], st.b, act, a, pooled_into));
+        match padded_next {
+            Some((next_xp, pad)) => place_padded(into, st.pooled_dims(), pad, next_xp),
+            None if s + 1 == stages.len() => lanes::unpack(into, y),
+            None => {}
         }
     }
 }

@@ -155,7 +155,7 @@ fn forward_block(
     z: &mut [Lanes],
 ) {
     lanes::pack(x, (d.c, d.h, d.w), d.pad, xp);
-    with_simd!(|s| lanes::conv_forward(s, d, xp, taps, b, act, z));
+    with_simd!(|s| lanes::conv_forward(s, d, xp, taps, b, act, z, None));
 }
 
 /// The dense case (the kernel covers the whole input, as in c5): the

@@ -244,6 +244,10 @@ fn forward_plan<S: Simd>(o: usize) -> [(Range<usize>, usize); 2] {
 /// `act(conv(x, w) + b)` for one block: `xp` is the input packed with the
 /// convolution's padding, `taps` the weights (`Taps::forward` on the same
 /// `S`), `z` is [O][Ho][Wo].
+///
+/// With `pooled`, also pools `z` into it ([O][Ho/2][Wo/2]), each pair of
+/// rows as soon as it is written: read back from the L1 cache instead of
+/// in a pass of its own over `z` (c1: 150 KB per block).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub fn conv_forward<S: Simd>(
@@ -254,6 +258,7 @@ pub fn conv_forward<S: Simd>(
     b: &[f32],
     act: Act,
     z: &mut [Lanes],
+    mut pooled: Option<(Pool, &mut [Lanes])>,
 ) {
     let (hp, wp) = padded_hw(d);
     assert_eq!(xp.len(), d.c * hp * wp);
@@ -261,6 +266,13 @@ pub fn conv_forward<S: Simd>(
         (taps.values.len(), taps.pairs, b.len(), z.len()),
         (d.o * d.ckk(), S::NATIVE_PAIRS, d.o, d.out_len())
     );
+    if let Some((_, p)) = &pooled {
+        assert!(
+            d.ho().is_multiple_of(2) && d.wo().is_multiple_of(2),
+            "2x2 pooling needs even sizes"
+        );
+        assert_eq!(p.len(), d.out_len() / 4);
+    }
     let f = ForwardArgs {
         d,
         xp,
@@ -271,10 +283,10 @@ pub fn conv_forward<S: Simd>(
     for (os, width) in forward_plan::<S>(d.o) {
         match (S::NATIVE_PAIRS, width) {
             _ if os.is_empty() => {}
-            (true, 8) => forward_tiled::<S, 8, 2>(s, &f, z, os),
-            (true, 6) => forward_tiled::<S, 6, 2>(s, &f, z, os),
-            (false, 6) => forward_tiled::<S, 6, 1>(s, &f, z, os),
-            (false, 4) => forward_tiled::<S, 4, 1>(s, &f, z, os),
+            (true, 8) => forward_tiled::<S, 8, 2>(s, &f, z, os, &mut pooled),
+            (true, 6) => forward_tiled::<S, 6, 2>(s, &f, z, os, &mut pooled),
+            (false, 6) => forward_tiled::<S, 6, 1>(s, &f, z, os, &mut pooled),
+            (false, 4) => forward_tiled::<S, 4, 1>(s, &f, z, os, &mut pooled),
             _ => unreachable!("no kernel for {width}-channel tiles"),
         }
     }
@@ -305,68 +317,87 @@ fn forward_tiled<S: Simd, const OB: usize, const XV: usize>(
     f: &ForwardArgs,
     z: &mut [Lanes],
     os: Range<usize>,
+    pooled: &mut Option<(Pool, &mut [Lanes])>,
 ) {
-    let p = s.pair();
-    let wo = f.d.wo();
-    let (tiles_end, pairs_end) = pair_ends::<XV>(wo);
-    let (whole, rest) = (
-        os.start..os.end - os.len() % OB,
-        os.end - os.len() % OB..os.end,
-    );
-    forward_tiles::<_, OB, XV>(p, f, z, whole.clone(), 0..tiles_end);
-    forward_tiles::<_, OB, 1>(p, f, z, whole.clone(), tiles_end..pairs_end);
-    forward_tiles::<_, OB, 1>(s, f, z, whole, pairs_end..wo);
-    forward_tiles::<_, 1, XV>(p, f, z, rest.clone(), 0..tiles_end);
-    forward_tiles::<_, 1, 1>(p, f, z, rest.clone(), tiles_end..pairs_end);
-    forward_tiles::<_, 1, 1>(s, f, z, rest, pairs_end..wo);
+    let whole_end = os.end - os.len() % OB;
+    for o0 in (os.start..whole_end).step_by(OB) {
+        forward_channels::<S, OB, XV>(s, f, z, o0, pooled);
+    }
+    for o in whole_end..os.end {
+        forward_channels::<S, 1, XV>(s, f, z, o, pooled);
+    }
 }
 
-/// Output channels `os` (in steps of OB) x pixels `xs` of each row (in
-/// steps of XV vectors).
+/// Output channels o0..o0+OB, row after row: each row in tiles of XV
+/// pairs, then single pairs, then a single pixel where one is left.
 #[inline(always)]
-fn forward_tiles<V: Vector, const OB: usize, const XV: usize>(
+fn forward_channels<S: Simd, const OB: usize, const XV: usize>(
+    s: S,
+    f: &ForwardArgs,
+    z: &mut [Lanes],
+    o0: usize,
+    pooled: &mut Option<(Pool, &mut [Lanes])>,
+) {
+    let p = s.pair();
+    let (ho, wo) = (f.d.ho(), f.d.wo());
+    let (tiles_end, pairs_end) = pair_ends::<XV>(wo);
+    for y in 0..ho {
+        forward_row::<_, OB, XV>(p, f, z, o0, y, 0..tiles_end);
+        forward_row::<_, OB, 1>(p, f, z, o0, y, tiles_end..pairs_end);
+        forward_row::<_, OB, 1>(s, f, z, o0, y, pairs_end..wo);
+        if let (Some((kind, out)), true) = (pooled.as_mut(), y % 2 == 1) {
+            for o in o0..o0 + OB {
+                let rows = &z[(o * ho + y - 1) * wo..][..2 * wo];
+                let out = &mut out[(o * ho / 2 + y / 2) * (wo / 2)..][..wo / 2];
+                pool_forward(s, *kind, (1, 2, wo), rows, out);
+            }
+        }
+    }
+}
+
+/// Output row `y` of channels o0..o0+OB at pixels `xs` (in steps of XV
+/// vectors).
+#[inline(always)]
+fn forward_row<V: Vector, const OB: usize, const XV: usize>(
     v: V,
     f: &ForwardArgs,
     z: &mut [Lanes],
-    os: Range<usize>,
+    o0: usize,
+    y: usize,
     xs: Range<usize>,
 ) {
     let d = f.d;
     let (hp, wp) = padded_hw(d);
     let (ho, wo, k) = (d.ho(), d.wo(), d.k);
     let xb = XV * V::PIXELS;
-    for o0 in os.step_by(OB) {
-        let taps = f.taps.tile::<OB>(o0);
-        for y in 0..ho {
-            for x0 in xs.clone().step_by(xb) {
-                let mut acc = [[v.zero(); XV]; OB];
-                for ob in 0..OB {
-                    acc[ob] = [v.splat(f.b[o0 + ob]); XV];
-                }
-                // Kernel row r = (c, i) meets input row (c, y + i).
-                for (r, row_taps) in taps.chunks_exact(k).enumerate() {
-                    let (c, i) = (r / k, r % k);
-                    let row = &f.xp[(c * hp + y + i) * wp + x0..][..k - 1 + xb];
-                    for (tap, window) in row_taps.iter().zip(row.windows(xb)) {
-                        let mut x = [v.zero(); XV];
-                        for xv in 0..XV {
-                            x[xv] = v.load_px(&window[xv * V::PIXELS..]);
-                        }
-                        for ob in 0..OB {
-                            let wv = v.splat(tap[ob]);
-                            for xv in 0..XV {
-                                acc[ob][xv] = v.mul_add(wv, x[xv], acc[ob][xv]);
-                            }
-                        }
-                    }
+    let taps = f.taps.tile::<OB>(o0);
+    for x0 in xs.step_by(xb) {
+        let mut acc = [[v.zero(); XV]; OB];
+        for ob in 0..OB {
+            acc[ob] = [v.splat(f.b[o0 + ob]); XV];
+        }
+        // Kernel row r = (c, i) meets input row (c, y + i).
+        for (r, row_taps) in taps.chunks_exact(k).enumerate() {
+            let (c, i) = (r / k, r % k);
+            let row = &f.xp[(c * hp + y + i) * wp + x0..][..k - 1 + xb];
+            for (tap, window) in row_taps.iter().zip(row.windows(xb)) {
+                let mut x = [v.zero(); XV];
+                for xv in 0..XV {
+                    x[xv] = v.load_px(&window[xv * V::PIXELS..]);
                 }
                 for ob in 0..OB {
-                    let out = &mut z[((o0 + ob) * ho + y) * wo + x0..][..xb];
+                    let wv = v.splat(tap[ob]);
                     for xv in 0..XV {
-                        let a = f.act.forward(v, acc[ob][xv]);
-                        v.store_px(&mut out[xv * V::PIXELS..], a);
+                        acc[ob][xv] = v.mul_add(wv, x[xv], acc[ob][xv]);
                     }
                 }
+            }
+        }
+        for ob in 0..OB {
+            let out = &mut z[((o0 + ob) * ho + y) * wo + x0..][..xb];
+            for xv in 0..XV {
+                let a = f.act.forward(v, acc[ob][xv]);
+                v.store_px(&mut out[xv * V::PIXELS..], a);
             }
         }
     }
@@ -838,7 +869,7 @@ mod tests {
             .collect();
         let b: Vec<f32> = lanes_of(d.o, 3).iter().map(|l| l[5]).collect();
         let mut z = vec![[0.0; LANES]; d.out_len()];
-        conv_forward(s, d, &xp, &Taps::forward(s, d, &w), &b, act, &mut z);
+        conv_forward(s, d, &xp, &Taps::forward(s, d, &w), &b, act, &mut z, None);
         let mut p = vec![[0.0; LANES]; d.out_len() / 4];
         pool_forward(s, pool, (d.o, d.ho(), d.wo()), &z, &mut p);
         let dp = lanes_of(p.len(), 4);
