@@ -67,6 +67,24 @@ impl ConvDims {
     }
 }
 
+/// LeNet-5's c1 and c3, the shapes the lane kernels are built for.
+pub const LENET_C1: ConvDims = ConvDims {
+    c: 1,
+    h: 28,
+    w: 28,
+    o: 6,
+    k: 5,
+    pad: 2,
+};
+pub const LENET_C3: ConvDims = ConvDims {
+    c: 6,
+    h: 14,
+    w: 14,
+    o: 16,
+    k: 5,
+    pad: 0,
+};
+
 /// `c[m, n] = beta * c + a[m, k] x b[k, n]`, all row-major unless strides say otherwise.
 #[allow(clippy::too_many_arguments)]
 #[inline]
@@ -580,24 +598,6 @@ pub(crate) mod tests {
         }
         out
     }
-
-    /// LeNet-5's c1 and c3, the shapes the lane kernels are built for.
-    pub(crate) const LENET_C1: ConvDims = ConvDims {
-        c: 1,
-        h: 28,
-        w: 28,
-        o: 6,
-        k: 5,
-        pad: 2,
-    };
-    pub(crate) const LENET_C3: ConvDims = ConvDims {
-        c: 6,
-        h: 14,
-        w: 14,
-        o: 16,
-        k: 5,
-        pad: 0,
-    };
 
     /// Values in [-1, 1), the same for the same seed.
     pub(crate) fn pseudo_random(n: usize, seed: u32) -> Vec<f32> {

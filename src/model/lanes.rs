@@ -148,6 +148,7 @@ pub fn padded_hw(d: &ConvDims) -> (usize, usize) {
 /// forward, input channels in the input gradient) starting at channel
 /// c0, the N weights of one tap lie side by side, tap after tap, at
 /// `c0 * per_channel`; single channels keep their own layout.
+#[derive(Clone)]
 pub struct Taps {
     values: Vec<f32>,
     /// Taps per channel of the tiled side.
@@ -812,7 +813,8 @@ pub fn pool_act_backward<S: Simd>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::kernels::tests::{pseudo_random, LENET_C1, LENET_C3};
+    use crate::model::kernels::tests::pseudo_random;
+    use crate::model::kernels::{LENET_C1, LENET_C3};
     use crate::model::simd::{with_simd, Portable};
 
     fn lanes_of(n: usize, seed: u32) -> Vec<Lanes> {

@@ -1,0 +1,237 @@
+//! Time per block of 8 images of each CPU kernel of LeNet's c1 and c3, on
+//! the instruction set `runner` picks here: `cargo bench --bench kernels`.
+//!
+//! `runner bench` times whole training steps; this splits a step's chain
+//! (c1-s2-c3-s4) into its kernels, to see which one a change moved. Each
+//! kernel runs over 32 different blocks in turn, as a batch of 256 would,
+//! so their data comes from the caches a real step sees; the figure is the
+//! best of 40 such rounds, per block. Inputs are pseudo-random: kernel
+//! times do not depend on the values (ReLU and max pooling branch-free).
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use runner::model::kernels::{Act, ConvDims, Pool, LENET_C1, LENET_C3};
+use runner::model::lanes::{
+    conv_forward, conv_input_grad, conv_weight_grad, padded_hw, pool_act_backward, pool_forward,
+    Taps,
+};
+use runner::model::simd::{Lanes, Portable, LANES};
+
+/// Blocks cycled through per round: a batch of 256 images.
+const BLOCKS: usize = 32;
+const ROUNDS: usize = 40;
+
+/// Runs `$body` with `$s` the instruction set `runner` would use, compiled
+/// for it (what the crate's internal `with_simd!` does).
+macro_rules! on_best_isa {
+    (|$s:ident| $body:expr) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            use runner::model::simd::{avx2_fma, avx512, run_avx2_fma, run_avx512};
+            if let Some($s) = avx512() {
+                // SAFETY: `avx512()` returned Some: the CPU has AVX-512.
+                unsafe {
+                    run_avx512(
+                        #[inline(always)]
+                        || $body,
+                    )
+                }
+            } else if let Some($s) = avx2_fma() {
+                // SAFETY: `avx2_fma()` returned Some: the CPU has AVX2 and FMA.
+                unsafe {
+                    run_avx2_fma(
+                        #[inline(always)]
+                        || $body,
+                    )
+                }
+            } else {
+                let $s = Portable;
+                $body
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let $s = Portable;
+            $body
+        }
+    }};
+}
+
+/// `n` lane pixels of deterministic values in [-0.5, 0.5).
+fn lanes(n: usize, seed: u32) -> Vec<Lanes> {
+    let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        state as f32 / u32::MAX as f32 - 0.5
+    };
+    (0..n).map(|_| std::array::from_fn(|_| next())).collect()
+}
+
+fn floats(n: usize, seed: u32) -> Vec<f32> {
+    lanes(n.div_ceil(LANES), seed).as_flattened()[..n].to_vec()
+}
+
+/// One buffer of `len` lane pixels per block.
+fn per_block(len: usize, seed: u32) -> Vec<Vec<Lanes>> {
+    (0..BLOCKS as u32).map(|b| lanes(len, seed + b)).collect()
+}
+
+/// What one stage's kernels read and write: one buffer per block, shared
+/// by the kernels (each run overwrites what it writes).
+struct Stage {
+    name: &'static str,
+    d: ConvDims,
+    b: Vec<f32>,
+    forward_taps: Taps,
+    input_taps: Taps,
+    xp: Vec<Vec<Lanes>>,
+    dz: Vec<Vec<Lanes>>,
+    z: Vec<Vec<Lanes>>,
+    pooled: Vec<Vec<Lanes>>,
+    dz_out: Vec<Vec<Lanes>>,
+    dx: Vec<Vec<Lanes>>,
+    dw: Vec<f32>,
+    db: Vec<f32>,
+    scratch: Vec<Lanes>,
+}
+
+/// The kernels of a stage.
+#[derive(Clone, Copy)]
+enum Kernel {
+    Conv(Act),
+    ConvPool(Act, Pool),
+    Pool(Pool),
+    PoolActBack(Act, Pool),
+    WeightGrad,
+    InputGrad,
+}
+
+impl Stage {
+    fn new(name: &'static str, d: ConvDims) -> Self {
+        let (hp, wp) = padded_hw(&d);
+        let w = floats(d.o * d.ckk(), 1);
+        Stage {
+            name,
+            d,
+            b: floats(d.o, 2),
+            forward_taps: on_best_isa!(|s| Taps::forward(s, &d, &w)),
+            input_taps: on_best_isa!(|s| Taps::input_grad(s, &d, &w)),
+            xp: per_block(d.c * hp * wp, 100),
+            dz: per_block(d.out_len(), 200),
+            z: per_block(d.out_len(), 300),
+            pooled: per_block(d.out_len() / 4, 400),
+            dz_out: per_block(d.out_len(), 500),
+            dx: per_block(d.in_len(), 600),
+            dw: vec![0.0; d.o * d.ckk()],
+            db: vec![0.0; d.o],
+            scratch: Vec::new(),
+        }
+    }
+
+    /// The kernels worth timing, with their names and multiply-adds per
+    /// image (0: not a convolution).
+    fn kernels(&self) -> Vec<(String, usize, Kernel)> {
+        let (name, macs) = (self.name, self.d.ckk() * self.d.out_len());
+        let mut kernels = Vec::new();
+        for (act, pool, variant) in [
+            (Act::Sigmoid, Pool::Avg, "sigmoid+avg"),
+            (Act::Relu, Pool::Max, "relu+max"),
+        ] {
+            kernels.extend([
+                (format!("{name} {variant} conv"), macs, Kernel::Conv(act)),
+                (
+                    format!("{name} {variant} conv+pool"),
+                    macs,
+                    Kernel::ConvPool(act, pool),
+                ),
+                (format!("{name} {variant} pool"), 0, Kernel::Pool(pool)),
+                (
+                    format!("{name} {variant} pool+act back"),
+                    0,
+                    Kernel::PoolActBack(act, pool),
+                ),
+            ]);
+        }
+        kernels.push((format!("{name} weight grad"), macs, Kernel::WeightGrad));
+        if self.d.pad == 0 {
+            // Training needs no input gradient for c1: its input is data.
+            kernels.push((format!("{name} input grad"), macs, Kernel::InputGrad));
+        }
+        kernels
+    }
+
+    /// Runs `kernel` on block `i`. Each call goes through `on_best_isa!`
+    /// itself, so that it is compiled for that instruction set.
+    fn run(&mut self, kernel: Kernel, i: usize) {
+        let d = &self.d;
+        let dims = (d.o, d.ho(), d.wo());
+        let (xp, z, pooled) = (&self.xp[i], &mut self.z[i], &mut self.pooled[i]);
+        let (taps, b) = (&self.forward_taps, &self.b);
+        match kernel {
+            Kernel::Conv(act) => {
+                on_best_isa!(|s| conv_forward(s, d, xp, taps, b, act, z, None))
+            }
+            Kernel::ConvPool(act, pool) => {
+                let into = Some((pool, &mut pooled[..]));
+                on_best_isa!(|s| conv_forward(s, d, xp, taps, b, act, z, into))
+            }
+            Kernel::Pool(pool) => on_best_isa!(|s| pool_forward(s, pool, dims, z, pooled)),
+            Kernel::PoolActBack(act, pool) => {
+                let (dz, db) = (&mut self.dz_out[i], &mut self.db);
+                on_best_isa!(|s| pool_act_backward(s, pool, act, dims, z, pooled, dz, db))
+            }
+            Kernel::WeightGrad => {
+                let (dz, dw) = (&self.dz[i], &mut self.dw);
+                on_best_isa!(|s| conv_weight_grad(s, d, xp, dz, dw))
+            }
+            Kernel::InputGrad => {
+                let (dz, taps, dx) = (&self.dz[i], &self.input_taps, &mut self.dx[i]);
+                let scratch = &mut self.scratch;
+                on_best_isa!(|s| conv_input_grad(s, d, dz, taps, dx, scratch))
+            }
+        }
+    }
+}
+
+fn main() {
+    println!(
+        "kernels on {:?}, microseconds per block of {LANES} images (best of {ROUNDS} rounds over {BLOCKS} blocks)",
+        runner::model::simd::isa()
+    );
+    let mut stages = [Stage::new("c1", LENET_C1), Stage::new("c3", LENET_C3)];
+    let kernels: Vec<(usize, String, usize, Kernel)> = stages
+        .iter()
+        .enumerate()
+        .flat_map(|(at, stage)| {
+            stage
+                .kernels()
+                .into_iter()
+                .map(move |(n, m, k)| (at, n, m, k))
+        })
+        .collect();
+    // Kernels take turns, one round over all blocks each per turn: this
+    // shared machine's speed changes from one second to the next, and a
+    // kernel timed all at once could catch only a slow stretch.
+    let mut best = vec![f64::INFINITY; kernels.len()];
+    for _ in 0..ROUNDS {
+        for ((at, _, _, kernel), best) in kernels.iter().zip(&mut best) {
+            let started = Instant::now();
+            for block in 0..BLOCKS {
+                stages[*at].run(*kernel, block);
+            }
+            *best = best.min(started.elapsed().as_secs_f64() / BLOCKS as f64);
+        }
+    }
+    for ((_, name, macs, _), best) in kernels.iter().zip(best) {
+        let rate = if *macs > 0 {
+            format!("{:6.1} GFLOP/s", 2.0 * (macs * LANES) as f64 / best / 1e9)
+        } else {
+            String::new()
+        };
+        println!("{name:<28} {:7.1} us  {rate}", best * 1e6);
+    }
+    black_box(&stages.map(|st| (st.dw, st.db, st.dx, st.dz_out)));
+}
