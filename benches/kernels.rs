@@ -13,8 +13,8 @@ use std::time::Instant;
 
 use runner::model::kernels::{Act, ConvDims, Pool, LENET_C1, LENET_C3};
 use runner::model::lanes::{
-    conv_forward, conv_input_grad, conv_weight_grad, padded_hw, pool_act_backward, pool_forward,
-    Taps,
+    conv_forward, conv_input_grad, conv_input_grad_from_margins, conv_weight_grad, padded_hw,
+    pool_act_backward, pool_forward, RowLayout, Taps,
 };
 use runner::model::simd::{Lanes, Portable, LANES};
 
@@ -92,6 +92,7 @@ struct Stage {
     z: Vec<Vec<Lanes>>,
     pooled: Vec<Vec<Lanes>>,
     dz_out: Vec<Vec<Lanes>>,
+    dz_margins: Vec<Vec<Lanes>>,
     dx: Vec<Vec<Lanes>>,
     dw: Vec<f32>,
     db: Vec<f32>,
@@ -106,7 +107,10 @@ enum Kernel {
     Pool(Pool),
     PoolActBack(Act, Pool),
     WeightGrad,
+    /// From a dense `dz`, copied into one with margins first.
     InputGrad,
+    /// From a `dz` with margins, as the chain's backward writes it.
+    InputGradFromMargins,
 }
 
 impl Stage {
@@ -124,11 +128,16 @@ impl Stage {
             z: per_block(d.out_len(), 300),
             pooled: per_block(d.out_len() / 4, 400),
             dz_out: per_block(d.out_len(), 500),
+            dz_margins: per_block(d.o * d.ho() * Self::margins(&d).stride, 700),
             dx: per_block(d.in_len(), 600),
             dw: vec![0.0; d.o * d.ckk()],
             db: vec![0.0; d.o],
             scratch: Vec::new(),
         }
+    }
+
+    fn margins(d: &ConvDims) -> RowLayout {
+        RowLayout::with_margins(d.wo(), d.k - 1)
     }
 
     /// The kernels worth timing, with their names and multiply-adds per
@@ -159,6 +168,8 @@ impl Stage {
         if self.d.pad == 0 {
             // Training needs no input gradient for c1: its input is data.
             kernels.push((format!("{name} input grad"), macs, Kernel::InputGrad));
+            let label = format!("{name} input grad, margins");
+            kernels.push((label, macs, Kernel::InputGradFromMargins));
         }
         kernels
     }
@@ -181,16 +192,22 @@ impl Stage {
             Kernel::Pool(pool) => on_best_isa!(|s| pool_forward(s, pool, dims, z, pooled)),
             Kernel::PoolActBack(act, pool) => {
                 let (dz, db) = (&mut self.dz_out[i], &mut self.db);
-                on_best_isa!(|s| pool_act_backward(s, pool, act, dims, z, pooled, dz, db))
+                let rows = RowLayout::dense(d.wo());
+                on_best_isa!(|s| pool_act_backward(s, pool, act, dims, z, pooled, dz, rows, db))
             }
             Kernel::WeightGrad => {
                 let (dz, dw) = (&self.dz[i], &mut self.dw);
-                on_best_isa!(|s| conv_weight_grad(s, d, xp, dz, dw))
+                let rows = RowLayout::dense(d.wo());
+                on_best_isa!(|s| conv_weight_grad(s, d, xp, dz, rows, dw))
             }
             Kernel::InputGrad => {
                 let (dz, taps, dx) = (&self.dz[i], &self.input_taps, &mut self.dx[i]);
                 let scratch = &mut self.scratch;
                 on_best_isa!(|s| conv_input_grad(s, d, dz, taps, dx, scratch))
+            }
+            Kernel::InputGradFromMargins => {
+                let (dz, taps, dx) = (&self.dz_margins[i], &self.input_taps, &mut self.dx[i]);
+                on_best_isa!(|s| conv_input_grad_from_margins(s, d, dz, taps, dx))
             }
         }
     }

@@ -18,7 +18,7 @@ use super::kernels::{
     buffer, lane_buffer, optional_chunks, reduce_blocks, weight_grads_beside, Act, BlockGrads,
     ConvDims, ConvGrads, Pool, CHUNK,
 };
-use super::lanes::{self, Taps};
+use super::lanes::{self, RowLayout, Taps};
 use super::simd::{with_simd, Lanes, LANES};
 
 /// One stage: a stride-1 convolution with weights `w` [O, C, K, K] and
@@ -263,7 +263,17 @@ struct BackwardScratch {
     dz: Vec<Vec<Lanes>>,
     /// The first stage's input gradient.
     dx: Vec<Lanes>,
-    padded: Vec<Lanes>,
+}
+
+/// A buffer of `len` lane pixels, zeroed only when it takes a new length:
+/// each stage's `dz` keeps its size and layout through a backward pass,
+/// and its writers never touch the margins, so those stay zero.
+fn margins_buffer(buf: &mut Vec<Lanes>, len: usize) -> &mut [Lanes] {
+    if buf.len() != len {
+        buf.clear();
+        buf.resize(len, [0.0; LANES]);
+    }
+    buf
 }
 
 /// Backward of `chain_forward`, given the gradient w.r.t. its output.
@@ -351,13 +361,21 @@ fn backward_block(
     let mut grads = Vec::with_capacity(stages.len());
     for (s, st) in stages.iter().enumerate().rev() {
         let (xp, a) = kept[s];
-        let dz = lane_buffer(&mut scratch.dz[s], st.d.out_len());
+        let passes_on = s > 0 || dx.is_some();
+        // A stage that passes a gradient on gets dz with the margins its
+        // input gradient reads past the row ends; one that does not, dense.
+        let dz_rows = if passes_on {
+            RowLayout::with_margins(st.d.wo(), st.d.k - 1)
+        } else {
+            RowLayout::dense(st.d.wo())
+        };
+        let dz = margins_buffer(&mut scratch.dz[s], st.d.o * st.d.ho() * dz_rows.stride);
         let dims = st.conv_dims();
         let dp = &scratch.dpooled[s];
         let mut db = buffer(st.d.o);
-        with_simd!(|v| lanes::pool_act_backward(v, pool, act, dims, a, dp, dz, &mut db));
-        grads.push(weight_grads_beside(&st.d, xp, dz, db));
-        if s == 0 && dx.is_none() {
+        with_simd!(|v| lanes::pool_act_backward(v, pool, act, dims, a, dp, dz, dz_rows, &mut db));
+        grads.push(weight_grads_beside(&st.d, xp, dz, dz_rows, db));
+        if !passes_on {
             break;
         }
         // This stage's input is the pooled output of the one before.
@@ -369,7 +387,7 @@ fn backward_block(
         let taps = taps[s]
             .as_ref()
             .expect("packed for every stage that passes a gradient on");
-        with_simd!(|v| lanes::conv_input_grad(v, &st.d, dz, taps, dxl, &mut scratch.padded));
+        with_simd!(|v| lanes::conv_input_grad_from_margins(v, &st.d, dz, taps, dxl));
         if s == 0 {
             lanes::unpack(dxl, dx.expect("checked above"));
             break;

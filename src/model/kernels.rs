@@ -15,7 +15,7 @@
 
 use rayon::prelude::*;
 
-use super::lanes::{self, Taps};
+use super::lanes::{self, RowLayout, Taps};
 use super::simd::{with_simd, Lanes, LANES};
 
 /// Samples per parallel work item. Fixed, so that the order of floating
@@ -250,20 +250,22 @@ pub(super) fn reduce_blocks<'a>(
 pub(super) fn weight_and_bias_grads(d: &ConvDims, xp: &[Lanes], dz: &[Lanes]) -> BlockGrads {
     let mut db = buffer(d.o);
     with_simd!(|s| lanes::conv_bias_grad(s, d, dz, &mut db));
-    weight_grads_beside(d, xp, dz, db)
+    weight_grads_beside(d, xp, dz, RowLayout::dense(d.wo()), db)
 }
 
 /// One block's weight gradient, from its packed input `xp` and the
-/// gradient `dz` of the convolution's output, beside its bias gradient
-/// `db` summed already (as `lanes::pool_act_backward` does).
+/// gradient `dz` of the convolution's output (rows laid out as `dz_rows`
+/// says), beside its bias gradient `db` summed already (as
+/// `lanes::pool_act_backward` does).
 pub(super) fn weight_grads_beside(
     d: &ConvDims,
     xp: &[Lanes],
     dz: &[Lanes],
+    dz_rows: RowLayout,
     db: Vec<f32>,
 ) -> BlockGrads {
     let mut dw = buffer(d.o * d.ckk());
-    with_simd!(|s| lanes::conv_weight_grad(s, d, xp, dz, &mut dw));
+    with_simd!(|s| lanes::conv_weight_grad(s, d, xp, dz, dz_rows, &mut dw));
     BlockGrads { dw, db }
 }
 

@@ -404,16 +404,62 @@ fn forward_row<V: Vector, const OB: usize, const XV: usize>(
     }
 }
 
+/// Where the rows of a block's planes ([C][H][W], rows plane after plane)
+/// lie in a buffer: row `r` starts at `r * stride + offset`. The input
+/// gradient reads K-1 pixels past both ends of each row of the output
+/// gradient, so the backward writes that gradient with zero margins
+/// (`with_margins`) instead of copying it into such a layout afterwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowLayout {
+    pub stride: usize,
+    pub offset: usize,
+}
+
+impl RowLayout {
+    /// Rows of `width` pixels, one after the other.
+    pub fn dense(width: usize) -> Self {
+        RowLayout {
+            stride: width,
+            offset: 0,
+        }
+    }
+
+    /// Rows of `width` pixels with `margin` pixels (zero) on both sides.
+    pub fn with_margins(width: usize, margin: usize) -> Self {
+        RowLayout {
+            stride: width + 2 * margin,
+            offset: margin,
+        }
+    }
+
+    /// Row `r`'s `width` pixels.
+    #[inline(always)]
+    fn row(self, r: usize) -> usize {
+        r * self.stride + self.offset
+    }
+}
+
 /// Writes into `dw` [O * CKK] the weight gradient of one block:
 /// `dw[o][c][i][j] = sum over (y, x) and the lanes of dz[o][y][x] *
 /// xp[c][y+i][x+j]`, with `dz` [O][Ho][Wo] the gradient of the
-/// convolution's output.
+/// convolution's output, its rows laid out as `dz_rows` says.
 #[inline(always)]
-pub fn conv_weight_grad<S: Simd>(s: S, d: &ConvDims, xp: &[Lanes], dz: &[Lanes], dw: &mut [f32]) {
+pub fn conv_weight_grad<S: Simd>(
+    s: S,
+    d: &ConvDims,
+    xp: &[Lanes],
+    dz: &[Lanes],
+    dz_rows: RowLayout,
+    dw: &mut [f32],
+) {
     let (hp, wp) = padded_hw(d);
     assert_eq!(xp.len(), d.c * hp * wp);
-    assert_eq!((dz.len(), dw.len()), (d.out_len(), d.o * d.ckk()));
-    let g = GradArgs { d, xp, dz };
+    assert!(dz_rows.offset + d.wo() <= dz_rows.stride);
+    assert_eq!(
+        (dz.len(), dw.len()),
+        (d.o * d.ho() * dz_rows.stride, d.o * d.ckk())
+    );
+    let g = GradArgs { d, xp, dz, dz_rows };
     if S::NATIVE_PAIRS && d.k == 5 {
         // Kernel columns as two pairs and a single one, for 6 channels
         // (c1) or 4 (c3): up to 18 accumulators of 32 registers.
@@ -446,6 +492,7 @@ struct GradArgs<'a> {
     d: &'a ConvDims,
     xp: &'a [Lanes],
     dz: &'a [Lanes],
+    dz_rows: RowLayout,
 }
 
 /// Weight gradients of output channels `os` (in steps of OB), kernel
@@ -462,11 +509,12 @@ fn weight_grad_tiles<S: Simd, V: Vector, const OB: usize, const JV: usize, const
 ) {
     let d = g.d;
     let (hp, wp) = padded_hw(d);
-    let (wo, k, ckk, p) = (d.wo(), d.k, d.ckk(), d.p());
+    let (wo, k, ckk) = (d.wo(), d.k, d.ckk());
+    let plane = d.ho() * g.dz_rows.stride;
     let jb = JV * V::PIXELS + JN;
     for o0 in os.step_by(OB) {
         // dz of channels o0..o0+OB, read in place: one stream per channel.
-        let dz: [&[Lanes]; OB] = core::array::from_fn(|ob| &g.dz[(o0 + ob) * p..][..p]);
+        let dz: [&[Lanes]; OB] = core::array::from_fn(|ob| &g.dz[(o0 + ob) * plane..][..plane]);
         for c in 0..d.c {
             for i in 0..k {
                 let mut acc = [[v.zero(); JV]; OB];
@@ -474,7 +522,7 @@ fn weight_grad_tiles<S: Simd, V: Vector, const OB: usize, const JV: usize, const
                 for y in 0..d.ho() {
                     let row = &g.xp[(c * hp + y + i) * wp + j0..][..wo + jb - 1];
                     for (col, window) in row.windows(jb).enumerate() {
-                        let px = y * wo + col;
+                        let px = g.dz_rows.row(y) + col;
                         let mut gv = [v.zero(); OB];
                         for ob in 0..OB {
                             gv[ob] = v.dup(&dz[ob][px]);
@@ -538,11 +586,31 @@ pub fn conv_input_grad<S: Simd>(
     dx: &mut [Lanes],
     dzp: &mut Vec<Lanes>,
 ) {
-    assert_eq!(
-        (dz.len(), taps.values.len(), taps.pairs, dx.len()),
-        (d.out_len(), d.o * d.ckk(), S::NATIVE_PAIRS, d.in_len())
-    );
+    assert_eq!(dz.len(), d.out_len());
     pack_columns_padded(dz, d.wo(), d.k - 1, dzp);
+    conv_input_grad_from_margins(s, d, dzp, taps, dx);
+}
+
+/// `conv_input_grad` of a `dz` laid out `RowLayout::with_margins(Wo, K-1)`
+/// with zero margins, as the chain's backward writes it.
+#[inline(always)]
+pub fn conv_input_grad_from_margins<S: Simd>(
+    s: S,
+    d: &ConvDims,
+    dzp: &[Lanes],
+    taps: &Taps,
+    dx: &mut [Lanes],
+) {
+    let wide = RowLayout::with_margins(d.wo(), d.k - 1).stride;
+    assert_eq!(
+        (dzp.len(), taps.values.len(), taps.pairs, dx.len()),
+        (
+            d.o * d.ho() * wide,
+            d.o * d.ckk(),
+            S::NATIVE_PAIRS,
+            d.in_len()
+        )
+    );
     // Unrolling a
     // whole kernel row helps with 32 registers (c3 on AVX-512: 81 -> 51
     // us per block) but not with 16: the compiler then loads all six
@@ -739,7 +807,8 @@ const PREFETCH_ROWS: usize = 4;
 /// Backward of `pool(act(z))`: writes into `dz` the gradient w.r.t. the
 /// activation's input, from the activations `a` (its output, before
 /// pooling) and `dp`, the gradient w.r.t. the pooled output. Max pooling
-/// finds each window's winner again from `a`.
+/// finds each window's winner again from `a`. `dz`'s rows are laid out
+/// as `dz_rows` says; nothing outside them (margins) is written.
 ///
 /// Also writes into `db` [planes] the sum of `dz` per plane (the
 /// convolution's bias gradient), adding pixels in the order
@@ -756,10 +825,15 @@ pub fn pool_act_backward<S: Simd>(
     a: &[Lanes],
     dp: &[Lanes],
     dz: &mut [Lanes],
+    dz_rows: RowLayout,
     db: &mut [f32],
 ) {
     let (ho, wo) = (h / 2, w / 2);
-    assert_eq!((a.len(), dz.len()), (planes * h * w, planes * h * w));
+    assert!(dz_rows.offset + w <= dz_rows.stride);
+    assert_eq!(
+        (a.len(), dz.len()),
+        (planes * h * w, planes * h * dz_rows.stride)
+    );
     assert_eq!((dp.len(), db.len()), (planes * ho * wo, planes));
     let (zero, quarter) = (s.zero(), s.splat(0.25));
     let mut plane_sum = s.zero();
@@ -770,8 +844,10 @@ pub fn pool_act_backward<S: Simd>(
         let ahead = a.get((r + PREFETCH_ROWS) * 2 * w..).unwrap_or_default();
         ahead.iter().take(2 * w).step_by(2).for_each(prefetch);
         let (top, bottom) = window_rows(a, r, ho, w);
-        let base = r / ho * h * w + r % ho * 2 * w;
-        let (dz_top, dz_bottom) = dz[base..base + 2 * w].split_at_mut(w);
+        let top_row = r / ho * h + r % ho * 2;
+        let (above, below) = dz.split_at_mut(dz_rows.row(top_row + 1));
+        let dz_top = &mut above[dz_rows.row(top_row)..][..w];
+        let dz_bottom = &mut below[..w];
         for (ox, g) in dp.iter().enumerate() {
             let (g, q) = (s.load(g), window(s, top, bottom, ox));
             let routed = match kind {
@@ -875,20 +951,13 @@ mod tests {
         let mut p = vec![[0.0; LANES]; d.out_len() / 4];
         pool_forward(s, pool, (d.o, d.ho(), d.wo()), &z, &mut p);
         let dp = lanes_of(p.len(), 4);
+        let dims = (d.o, d.ho(), d.wo());
+        let dense = RowLayout::dense(d.wo());
         let mut dz = vec![[0.0; LANES]; d.out_len()];
         let mut db = vec![0.0; d.o];
-        pool_act_backward(
-            s,
-            pool,
-            act,
-            (d.o, d.ho(), d.wo()),
-            &z,
-            &dp,
-            &mut dz,
-            &mut db,
-        );
+        pool_act_backward(s, pool, act, dims, &z, &dp, &mut dz, dense, &mut db);
         let mut dw = vec![0.0; w.len()];
-        conv_weight_grad(s, d, &xp, &dz, &mut dw);
+        conv_weight_grad(s, d, &xp, &dz, dense, &mut dw);
         let mut db_alone = vec![0.0; d.o];
         conv_bias_grad(s, d, &dz, &mut db_alone);
         assert_eq!(
@@ -898,6 +967,34 @@ mod tests {
         let mut dx = vec![[0.0; LANES]; d.in_len()];
         let taps = Taps::input_grad(s, d, &w);
         conv_input_grad(s, d, &dz, &taps, &mut dx, &mut Vec::new());
+        // The same gradients from dz written with margins, as the chain
+        // writes it for a stage that passes its gradient on.
+        let margins = RowLayout::with_margins(d.wo(), d.k - 1);
+        let mut dz_m = vec![[0.0; LANES]; d.o * d.ho() * margins.stride];
+        let (mut db_m, mut dw_m) = (vec![0.0; d.o], vec![0.0; w.len()]);
+        pool_act_backward(s, pool, act, dims, &z, &dp, &mut dz_m, margins, &mut db_m);
+        conv_weight_grad(s, d, &xp, &dz_m, margins, &mut dw_m);
+        let mut dx_m = vec![[0.0; LANES]; d.in_len()];
+        conv_input_grad_from_margins(s, d, &dz_m, &taps, &mut dx_m);
+        let interior: Vec<Lanes> = dz_m
+            .chunks_exact(margins.stride)
+            .flat_map(|row| &row[margins.offset..][..d.wo()])
+            .copied()
+            .collect();
+        assert_eq!(
+            (interior, db_m, dw_m, dx_m),
+            (dz.clone(), db.clone(), dw.clone(), dx.clone()),
+            "dz with margins gives the same gradients"
+        );
+        assert!(
+            dz_m.chunks_exact(margins.stride).all(|row| {
+                let (left, rest) = row.split_at(margins.offset);
+                left.iter()
+                    .chain(&rest[d.wo()..])
+                    .all(|px| *px == [0.0; LANES])
+            }),
+            "the margins stay zero"
+        );
         vec![
             z.as_flattened().to_vec(),
             p.as_flattened().to_vec(),
