@@ -4,9 +4,13 @@
 //! `runner bench` times whole training steps; this splits a step's chain
 //! (c1-s2-c3-s4) into its kernels, to see which one a change moved. Each
 //! kernel runs over 32 different blocks in turn, as a batch of 256 would,
-//! so their data comes from the caches a real step sees; the figure is the
-//! best of 40 such rounds, per block. Inputs are pseudo-random: kernel
-//! times do not depend on the values (ReLU and max pooling branch-free).
+//! so that what a real step keeps from its forward (packed inputs,
+//! activations, pooled outputs) comes from the caches it would; the
+//! gradients a backward step writes and reads straight back (output and
+//! input gradients) live in one buffer per stage, hot, as in the chain's
+//! per-thread scratch. The figure is the best of 40 such rounds, per
+//! block. Inputs are pseudo-random: kernel times do not depend on the
+//! values (ReLU and max pooling are branch-free).
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -88,12 +92,13 @@ struct Stage {
     forward_taps: Taps,
     input_taps: Taps,
     xp: Vec<Vec<Lanes>>,
-    dz: Vec<Vec<Lanes>>,
     z: Vec<Vec<Lanes>>,
     pooled: Vec<Vec<Lanes>>,
-    dz_out: Vec<Vec<Lanes>>,
-    dz_margins: Vec<Vec<Lanes>>,
-    dx: Vec<Vec<Lanes>>,
+    /// The output gradient, dense and with margins (zero, as the chain
+    /// keeps them), and the input gradient: one buffer each.
+    dz: Vec<Lanes>,
+    dz_margins: Vec<Lanes>,
+    dx: Vec<Lanes>,
     dw: Vec<f32>,
     db: Vec<f32>,
     scratch: Vec<Lanes>,
@@ -124,12 +129,11 @@ impl Stage {
             forward_taps: on_best_isa!(|s| Taps::forward(s, &d, &w)),
             input_taps: on_best_isa!(|s| Taps::input_grad(s, &d, &w)),
             xp: per_block(d.c * hp * wp, 100),
-            dz: per_block(d.out_len(), 200),
             z: per_block(d.out_len(), 300),
             pooled: per_block(d.out_len() / 4, 400),
-            dz_out: per_block(d.out_len(), 500),
-            dz_margins: per_block(d.o * d.ho() * Self::margins(&d).stride, 700),
-            dx: per_block(d.in_len(), 600),
+            dz: lanes(d.out_len(), 200),
+            dz_margins: vec![[0.0; LANES]; d.o * d.ho() * Self::margins(&d).stride],
+            dx: lanes(d.in_len(), 600),
             dw: vec![0.0; d.o * d.ckk()],
             db: vec![0.0; d.o],
             scratch: Vec::new(),
@@ -191,22 +195,28 @@ impl Stage {
             }
             Kernel::Pool(pool) => on_best_isa!(|s| pool_forward(s, pool, dims, z, pooled)),
             Kernel::PoolActBack(act, pool) => {
-                let (dz, db) = (&mut self.dz_out[i], &mut self.db);
-                let rows = RowLayout::dense(d.wo());
+                // Into dz with margins where the chain writes it so (c3).
+                let (dz, db) = (&mut self.dz_margins, &mut self.db);
+                let rows = if d.pad == 0 {
+                    Self::margins(d)
+                } else {
+                    RowLayout::dense(d.wo())
+                };
+                let dz = &mut dz[..d.o * d.ho() * rows.stride];
                 on_best_isa!(|s| pool_act_backward(s, pool, act, dims, z, pooled, dz, rows, db))
             }
             Kernel::WeightGrad => {
-                let (dz, dw) = (&self.dz[i], &mut self.dw);
+                let (dz, dw) = (&self.dz, &mut self.dw);
                 let rows = RowLayout::dense(d.wo());
                 on_best_isa!(|s| conv_weight_grad(s, d, xp, dz, rows, dw))
             }
             Kernel::InputGrad => {
-                let (dz, taps, dx) = (&self.dz[i], &self.input_taps, &mut self.dx[i]);
+                let (dz, taps, dx) = (&self.dz, &self.input_taps, &mut self.dx);
                 let scratch = &mut self.scratch;
                 on_best_isa!(|s| conv_input_grad(s, d, dz, taps, dx, scratch))
             }
             Kernel::InputGradFromMargins => {
-                let (dz, taps, dx) = (&self.dz_margins[i], &self.input_taps, &mut self.dx[i]);
+                let (dz, taps, dx) = (&self.dz_margins, &self.input_taps, &mut self.dx);
                 on_best_isa!(|s| conv_input_grad_from_margins(s, d, dz, taps, dx))
             }
         }
@@ -250,5 +260,5 @@ fn main() {
         };
         println!("{name:<28} {:7.1} us  {rate}", best * 1e6);
     }
-    black_box(&stages.map(|st| (st.dw, st.db, st.dx, st.dz_out)));
+    black_box(&stages.map(|st| (st.dw, st.db, st.dx, st.dz_margins)));
 }
