@@ -5,8 +5,10 @@ Runs `runner bench --json` and `bench/pytorch_bench.py --json` with 1 and 2
 threads each, alternating, `--repeat` times, and prints per cell runner's best,
 PyTorch's best and the ratio, and the lowest ratio of a single repeat (each
 side's best of its thread counts within that repeat), which shows how much
-the verdict depends on the machine's moment. Each side gets the best of its
-thread counts and repeats: on a shared machine interference only ever slows
+the verdict depends on the machine's moment, and the median repeat's ratio
+(a repeat runs both sides one straight after the other, so its ratio sees
+much the same machine). Each side gets the best of its thread counts and
+repeats: on a shared machine interference only ever slows
 a run down, and PyTorch with 2 threads on a loaded machine collapses. Needs a
 release build of runner and a Python with torch and numpy:
 
@@ -16,6 +18,7 @@ release build of runner and a Python with torch and numpy:
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -82,13 +85,14 @@ def main():
     cpu = runner_reports[0].get("cpu") or "unknown cpu"
     print(f"{cpu}; runner: {runner_reports[0]['device']}; PyTorch: {torch_reports[0]['device']}; "
           f"best of {args.threads} threads x {args.repeat} repeats each, images/s\n")
-    print("| variant | mode | batch | runner | PyTorch | ratio | lowest repeat's ratio |")
-    print("|---|---|---|---|---|---|---|")
+    print("| variant | mode | batch | runner | PyTorch | ratio | lowest repeat's ratio | median repeat's ratio |")
+    print("|---|---|---|---|---|---|---|---|")
     for key in keys:
         variant, mode, batch = key
         r, t = ours[key], theirs[key]
-        lowest = min(mine[key] / other[key] for mine, other in repeats)
-        print(f"| {variant} | {mode} | {batch} | {r:,.0f} | {t:,.0f} | {r / t:.1f}x | {lowest:.1f}x |")
+        ratios = [mine[key] / other[key] for mine, other in repeats]
+        print(f"| {variant} | {mode} | {batch} | {r:,.0f} | {t:,.0f} | {r / t:.1f}x "
+              f"| {min(ratios):.2f}x | {statistics.median(ratios):.2f}x |")
     print()
     for name, reports in (("runner", runner_reports), ("PyTorch", torch_reports)):
         for report in reports:
