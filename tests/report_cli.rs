@@ -244,6 +244,24 @@ fn report_groups_seeds_in_every_format_and_lists_broken_runs() {
         "{}",
         stderr(&out)
     );
+
+    // An empty table says why on stderr: no run matched, or none is there.
+    let out = report(&results, &["--filter", "model.activation=sigmoid"]);
+    assert!(
+        stderr(&out).contains("matches the filters"),
+        "{}",
+        stderr(&out)
+    );
+    let empty = tmp.path().join("nothing-here");
+    std::fs::create_dir(&empty).unwrap();
+    let out = report(&empty, &[]);
+    assert!(
+        stderr(&out).contains("no runs under") && stderr(&out).contains("nothing-here"),
+        "{}",
+        stderr(&out)
+    );
+    let out = report(&results, &[]);
+    assert!(!stderr(&out).contains("no run"), "{}", stderr(&out));
 }
 
 #[test]

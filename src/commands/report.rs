@@ -40,11 +40,28 @@ pub fn execute(args: &ReportArgs) -> Result<i32> {
     };
     let report = Report::build(&args.path, &options)?;
     std::io::stdout().write_all(&exporter(&args.format)?.serialize(&report)?)?;
+    if report.rows.is_empty() {
+        eprintln!("{}", nothing_found(&args.path, &options));
+    }
     if let Some(out) = &args.out {
         let written = write_out_dir(&report, out)?;
         eprintln!("wrote {} files to {}", written, out.display());
     }
     Ok(0)
+}
+
+/// Why an empty table is empty, for stderr: the table alone does not say
+/// whether the folder holds no runs or the filters matched none.
+fn nothing_found(path: &Path, options: &Options) -> String {
+    if options.filters.is_empty() {
+        format!(
+            "note: no runs under {} (a run is a folder with summary.json or config.toml, \
+             as `runner run` and `runner sweep` write them)",
+            path.display()
+        )
+    } else {
+        format!("note: no run under {} matches the filters", path.display())
+    }
 }
 
 /// report.md and the figures.
