@@ -260,8 +260,20 @@ fn report_groups_seeds_in_every_format_and_lists_broken_runs() {
         "{}",
         stderr(&out)
     );
-    let out = report(&results, &[]);
-    assert!(!stderr(&out).contains("no run"), "{}", stderr(&out));
+    let only_broken = tmp.path().join("only-broken");
+    std::fs::create_dir_all(only_broken.join("run")).unwrap();
+    std::fs::write(only_broken.join("run").join("summary.json"), "{ not json").unwrap();
+    let out = report(&only_broken, &[]);
+    assert!(
+        stderr(&out).contains("no readable run") && stdout(&out).contains("1 broken run folder"),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    for args in [&[][..], &["--top", "0"][..]] {
+        let out = report(&results, args);
+        assert!(!stderr(&out).contains("no run"), "{}", stderr(&out));
+    }
 }
 
 #[test]

@@ -40,8 +40,8 @@ pub fn execute(args: &ReportArgs) -> Result<i32> {
     };
     let report = Report::build(&args.path, &options)?;
     std::io::stdout().write_all(&exporter(&args.format)?.serialize(&report)?)?;
-    if report.rows.is_empty() {
-        eprintln!("{}", nothing_found(&args.path, &options));
+    if let Some(note) = nothing_found(&report, &options) {
+        eprintln!("{note}");
     }
     if let Some(out) = &args.out {
         let written = write_out_dir(&report, out)?;
@@ -50,17 +50,24 @@ pub fn execute(args: &ReportArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// Why an empty table is empty, for stderr: the table alone does not say
-/// whether the folder holds no runs or the filters matched none.
-fn nothing_found(path: &Path, options: &Options) -> String {
-    if options.filters.is_empty() {
-        format!(
-            "note: no runs under {} (a run is a folder with summary.json or config.toml, \
-             as `runner run` and `runner sweep` write them)",
-            path.display()
-        )
+/// Why the table has no runs, for stderr: the table alone does not say
+/// whether the folder holds none, holds only broken ones, or the filters
+/// matched none. None when runs are shown (or only cut by `--top`).
+fn nothing_found(report: &Report, options: &Options) -> Option<String> {
+    let root = report.root.display();
+    if !report.runs.is_empty() {
+        None
+    } else if !options.filters.is_empty() {
+        Some(format!("note: no run under {root} matches the filters"))
+    } else if !report.broken.is_empty() {
+        Some(format!(
+            "note: no readable run under {root}; the report lists the broken run folders"
+        ))
     } else {
-        format!("note: no run under {} matches the filters", path.display())
+        Some(format!(
+            "note: no runs under {root} (a run is a folder with summary.json or config.toml, \
+             as `runner run` and `runner sweep` write them)"
+        ))
     }
 }
 
