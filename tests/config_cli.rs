@@ -210,3 +210,136 @@ fn cuda_without_cuda_support_is_a_clear_error() {
     );
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn every_problem_is_reported_at_once_in_line_order_and_in_words() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = write(
+        tmp.path(),
+        "many.toml",
+        "[model]\nactivation = \"swish\"\n[train]\nlr = -1\nepoch = 3\nbatch_size = \"big\"\nmomentum = 0.5\n",
+    );
+    let err = rejected(
+        &spec,
+        &["--set", "train.gamma=0"],
+        &[("RUNNER_TRAIN__SEED", "x")],
+    );
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("  ")).collect();
+    let file = spec.display().to_string();
+    let expected = [
+        (
+            format!("{file}, line 2: `model.activation`"),
+            "one of: sigmoid, relu, tanh",
+        ),
+        (format!("{file}, line 4: `train.lr`"), "positive"),
+        (
+            format!("{file}, line 5: `train.epoch`"),
+            "did you mean `train.epochs`?",
+        ),
+        (
+            format!("{file}, line 6: `train.batch_size`"),
+            "must be a whole number (0 or more)",
+        ),
+        (
+            "environment variable RUNNER_TRAIN__SEED: `train.seed`".into(),
+            "a whole number",
+        ),
+        ("--set train.gamma: `train.gamma`".into(), "positive"),
+    ];
+    assert_eq!(lines.len(), expected.len(), "{err}");
+    for (line, (start, words)) in lines.iter().zip(&expected) {
+        assert!(
+            line.trim_start().starts_with(start.as_str()),
+            "{line:?} in\n{err}"
+        );
+        assert!(line.contains(words), "{line:?} lacks {words:?}");
+    }
+    assert!(!err.contains("usize") && !err.contains("f64"), "{err}");
+}
+
+#[test]
+fn misspelled_keys_and_sections_get_the_nearest_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = write(
+        tmp.path(),
+        "typo.toml",
+        "[trian]\nlr = 0.1\n[data]\nepochs = 3\n",
+    );
+    let err = rejected(&spec, &[], &[]);
+    assert!(
+        err.contains("`trian.lr` unknown key; did you mean `train.lr`?"),
+        "{err}"
+    );
+    assert!(
+        err.contains("`data.epochs` unknown key; did you mean `train.epochs`?"),
+        "{err}"
+    );
+    let err = rejected(&spec, &["--set", "train.learning_rate=0.1"], &[]);
+    assert!(err.contains("--set train.learning_rate"), "{err}");
+}
+
+#[test]
+fn an_environment_variable_that_sets_nothing_is_warned_about() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = write(tmp.path(), "env.toml", "");
+    let out = dry_run(&spec, &[], &[("RUNNER_TRAIN_LR", "0.5")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("warning: environment variable RUNNER_TRAIN_LR is not read")
+            && err.contains("did you mean RUNNER_TRAIN__LR?"),
+        "{err}"
+    );
+    let config: toml::Table = toml::from_str(&stdout(&out)).unwrap();
+    assert_eq!(config["train"]["lr"].as_float(), Some(0.001), "not applied");
+    // A correctly spelled variable draws no warning.
+    let out = dry_run(&spec, &[], &[("RUNNER_TRAIN__LR", "0.5")]);
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_grid_given_to_run_and_a_spec_given_to_sweep_name_the_right_command() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let grid = root.join("experiments/quick-grid.toml");
+    let err = rejected(&grid, &[], &[]);
+    assert!(
+        err.contains("is a grid file") && err.contains("runner sweep"),
+        "{err}"
+    );
+    let out = runner()
+        .arg("sweep")
+        .arg(root.join("experiments/baseline.toml"))
+        .arg("--list")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("is a run spec, not a grid") && err.contains("runner run"),
+        "{err}"
+    );
+}
+
+#[test]
+fn defaults_lists_every_key_and_is_itself_a_valid_spec() {
+    let out = runner().arg("defaults").output().unwrap();
+    assert!(out.status.success());
+    let text = stdout(&out);
+    for key in [
+        "# base_url =",
+        "# limit_train =",
+        "# limit_test =",
+        "epochs = 20",
+        "threads = 0",
+    ] {
+        assert!(text.contains(key), "{key} missing from\n{text}");
+    }
+    assert!(
+        text.contains("the spec file's"),
+        "says what name defaults to"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = write(tmp.path(), "defaults.toml", &text);
+    let out = dry_run(&spec, &[], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}

@@ -108,19 +108,40 @@ fn real_files() -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
+/// The files as a mirror serves them; on the fixture these are not the
+/// published MNIST files, so a download of them must be refused.
+fn assert_fixture_download_refused(out: &std::process::Output, data: &Path) {
+    assert!(!out.status.success(), "the fixture passed verification");
+    let err = stderr(out);
+    assert!(
+        err.contains("train-images-idx3-ubyte.gz") && err.contains("checksum mismatch"),
+        "{err}"
+    );
+    assert!(
+        !data.exists(),
+        "a folder was left behind: {}",
+        data.display()
+    );
+}
+
 #[test]
 fn downloads_missing_files_from_a_mirror_and_verifies_them() {
+    note_fixture("checks that the fixture, not being the published files, is refused");
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("fresh");
-    let (url, server) = serve(real_files(), 4);
+    let requests = if mnist_is_full() { 4 } else { 1 };
+    let (url, server) = serve(real_files(), requests);
     let spec = spec_with_data(
         tmp.path(),
         &data,
         &format!("download = true\nbase_url = \"{url}\""),
     );
     let out = run_spec(&spec, &tmp.path().join("r"));
-    assert!(out.status.success(), "{}", stderr(&out));
     server.join().unwrap();
+    if !mnist_is_full() {
+        return assert_fixture_download_refused(&out, &data);
+    }
+    assert!(out.status.success(), "{}", stderr(&out));
     for f in FILES {
         let got = std::fs::read(data.join(f)).unwrap();
         assert_eq!(got, std::fs::read(mnist_dir().join(f)).unwrap(), "{f}");
@@ -130,7 +151,133 @@ fn downloads_missing_files_from_a_mirror_and_verifies_them() {
 }
 
 #[test]
+fn the_readme_run_command_downloads_from_a_local_mirror_and_trains() {
+    note_fixture("checks that the fixture, not being the published files, is refused");
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data/mnist");
+    let requests = if mnist_is_full() { 4 } else { 1 };
+    let (url, server) = serve(real_files(), requests);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // The README's command, with the mirror and a short budget.
+    let out = runner()
+        .current_dir(tmp.path())
+        .arg("run")
+        .arg(root.join("experiments/baseline.toml"))
+        .args(["--set", &format!("data.base_url={url}")])
+        .args([
+            "--set",
+            "data.limit_train=2000",
+            "--set",
+            "data.limit_test=500",
+        ])
+        .args(["--set", "train.epochs=1"])
+        .output()
+        .unwrap();
+    server.join().unwrap();
+    if !mnist_is_full() {
+        return assert_fixture_download_refused(&out, &data);
+    }
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.matches("downloading").count(), 4, "{err}");
+    assert!(
+        stdout(&out).contains("done: best val acc"),
+        "{}",
+        stdout(&out)
+    );
+    for f in FILES {
+        assert!(data.join(f).is_file(), "{f} not downloaded into data/mnist");
+    }
+    assert!(only_run_dir(&tmp.path().join("results"), "baseline")
+        .join("best.safetensors")
+        .is_file());
+}
+
+#[test]
+fn an_unreachable_mirror_says_what_to_do_and_leaves_no_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A port on 127.0.0.1 that nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let data = tmp.path().join("data/mnist");
+    let spec = spec_with_data(
+        tmp.path(),
+        &data,
+        &format!("download = true\nbase_url = \"http://127.0.0.1:{port}/mnist/\""),
+    );
+    let out = run_spec(&spec, &tmp.path().join("r"));
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    let url = format!("http://127.0.0.1:{port}/mnist/");
+    assert_eq!(
+        err.matches(&url).count(),
+        2,
+        "the mirror once as it is tried, once with its reason: {err}"
+    );
+    for words in [
+        "could not download mnist into",
+        "train-images-idx3-ubyte.gz from http://127.0.0.1",
+        "Connection Failed",
+        "put the four files in",
+        "t10k-labels-idx1-ubyte.gz",
+        "--set data.dir=PATH",
+        "--set data.base_url=",
+    ] {
+        assert!(err.contains(words), "{words:?} missing from\n{err}");
+    }
+    assert!(!data.exists(), "an empty data folder was left behind");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn eval_fetches_only_the_test_split() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A finished run to evaluate.
+    let spec = quick_spec(tmp.path(), "ev", "");
+    let results = tmp.path().join("results");
+    let out = runner()
+        .arg("run")
+        .arg(&spec)
+        .args(["--set", "train.epochs=1"])
+        .arg("--results-dir")
+        .arg(&results)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let run = only_run_dir(&results, "ev");
+    // A mirror holding only the two test files, into an empty data folder.
+    let data = tmp.path().join("testonly");
+    let files: Vec<_> = real_files().into_iter().skip(2).collect();
+    let (url, server) = serve(files, 2);
+    let out = runner()
+        .arg("eval")
+        .arg(&run)
+        .args(["--set", &format!("data.dir={}", data.display())])
+        .args(["--set", "data.download=true"])
+        .args(["--set", &format!("data.base_url={url}")])
+        .output()
+        .unwrap();
+    server.join().unwrap();
+    let err = stderr(&out);
+    assert!(!err.contains("train-"), "asked for training files: {err}");
+    if mnist_is_full() {
+        assert!(out.status.success(), "{err}");
+        assert!(stdout(&out).contains("test acc"), "{}", stdout(&out));
+    } else {
+        note_fixture("eval's download is refused by the checksum; no training file asked for");
+        assert!(
+            err.contains("t10k-images-idx3-ubyte.gz") && err.contains("checksum mismatch"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
 fn a_corrupted_download_is_rejected_and_not_kept() {
+    note_fixture("every served file is refused, the first one named");
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("fresh");
     let mut files = real_files();
@@ -140,7 +287,7 @@ fn a_corrupted_download_is_rejected_and_not_kept() {
     for b in &mut bytes[mid..mid + 16] {
         *b ^= 0x5a;
     }
-    let (url, server) = serve(files, 3);
+    let (url, server) = serve(files, if mnist_is_full() { 3 } else { 1 });
     let spec = spec_with_data(
         tmp.path(),
         &data,
@@ -149,8 +296,13 @@ fn a_corrupted_download_is_rejected_and_not_kept() {
     let out = run_spec(&spec, &tmp.path().join("r"));
     assert!(!out.status.success());
     let err = stderr(&out);
+    let refused = if mnist_is_full() {
+        "t10k-images-idx3-ubyte.gz"
+    } else {
+        "train-images-idx3-ubyte.gz"
+    };
     assert!(
-        err.contains("t10k-images-idx3-ubyte.gz") && err.contains("checksum mismatch"),
+        err.contains(refused) && err.contains("checksum mismatch"),
         "{err}"
     );
     server.join().unwrap();
@@ -159,7 +311,8 @@ fn a_corrupted_download_is_rejected_and_not_kept() {
         "corrupted file was kept"
     );
     let leftovers: Vec<_> = std::fs::read_dir(&data)
-        .unwrap()
+        .into_iter()
+        .flatten()
         .map(|e| e.unwrap().file_name())
         .collect();
     assert!(

@@ -38,20 +38,20 @@ pub fn execute(args: &EvalArgs) -> Result<i32> {
     let weights = Weights::load(&checkpoint)?;
     let backend = device::resolve(config.train.device)?;
     super::init_threads(config.train.threads);
-    let data = data::load(&config.data).context("loading the dataset")?;
+    let test = data::load_test(&config.data).context("loading the test split")?;
     let (loss, acc) = device::dispatch(
         backend,
         Evaluate {
             config: &config,
             weights: &weights,
-            data: &data,
+            test: &test,
         },
     )
     .with_context(|| format!("evaluating {}", checkpoint.display()))?;
     println!(
         "{}: test loss {loss:.4}, test acc {acc:.4} ({} images, {} {} {})",
         checkpoint.display(),
-        data.test.len(),
+        test.len(),
         config.model.activation,
         config.model.pooling,
         if config.model.activate_c5_f6 {
@@ -66,7 +66,7 @@ pub fn execute(args: &EvalArgs) -> Result<i32> {
 struct Evaluate<'a> {
     config: &'a RunConfig,
     weights: &'a Weights,
-    data: &'a data::Data,
+    test: &'a data::Split,
 }
 
 impl DeviceTask for Evaluate<'_> {
@@ -74,6 +74,6 @@ impl DeviceTask for Evaluate<'_> {
     fn run<D: Device<f32>, O: ConvOps<D>>(self, dev: D, ops: O) -> Self::Output {
         let mut trainer = Trainer::new(dev, ops, self.config);
         trainer.model = LeNet5::from_weights(&trainer.dev, &self.config.model, self.weights)?;
-        Ok(trainer.evaluate(&self.data.test, self.config.train.eval_batch_size))
+        Ok(trainer.evaluate(self.test, self.config.train.eval_batch_size))
     }
 }

@@ -35,11 +35,7 @@ pub fn execute(args: &PredictArgs) -> Result<i32> {
             (names, pixels, vec![None; files.len()])
         }
         None => {
-            let mut data_config = config.data.clone();
-            data_config.limit_train = Some(1);
-            let test = data::load(&data_config)
-                .context("loading the test images")?
-                .test;
+            let test = data::load_test(&config.data).context("loading the test images")?;
             let n = args.count.min(test.len());
             let pixels = (0..n).flat_map(|i| test.image(i)).collect();
             let names = (0..n).map(|i| format!("test image {i}")).collect();

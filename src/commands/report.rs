@@ -115,7 +115,7 @@ fn best_run_figures(best: &RunRecord, out: &Path) -> Result<usize> {
     let weights = Weights::load(&best.dir.join(results::BEST_FILE))?;
     let mut data_config = best.config.data.clone();
     data_config.download = false;
-    let test = data::load(&data_config)?.test;
+    let test = data::load_test(&data_config)?;
     let probs = inference::probabilities(
         &best.config,
         &weights,

@@ -5,10 +5,10 @@
 use std::io::Read;
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use md5::{Digest, Md5};
 
-use crate::config::Dataset;
+use crate::config::{DataConfig, Dataset};
 
 /// One file of a dataset and the checksums that identify it.
 #[derive(Debug, Clone, Copy)]
@@ -120,38 +120,107 @@ pub fn verify(resource: &Resource, gz_bytes: &[u8]) -> Result<()> {
     )
 }
 
-fn fetch(url: &str) -> Result<Vec<u8>> {
+/// The body at `url`, or why not, in words (the URL itself is not repeated).
+fn fetch(url: &str) -> std::result::Result<Vec<u8>, String> {
     let response = ureq::get(url)
         .timeout(std::time::Duration::from_secs(120))
         .call()
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        .map_err(|e| match e {
+            ureq::Error::Status(code, response) => {
+                format!("HTTP {code} {}", response.status_text())
+            }
+            ureq::Error::Transport(t) => {
+                let mut words = t.kind().to_string();
+                if let Some(message) = t.message() {
+                    words = format!("{words}: {message}");
+                }
+                match std::error::Error::source(&t) {
+                    Some(cause) => format!("{words} ({cause})"),
+                    None => words,
+                }
+            }
+        })?;
     let mut body = Vec::new();
     response
         .into_reader()
         .take(256 << 20)
         .read_to_end(&mut body)
-        .context("reading the response")?;
+        .map_err(|e| format!("reading the response: {e}"))?;
     Ok(body)
 }
 
-/// Downloads one file into `dir` as `<name>.gz`, trying each mirror in turn.
-pub fn download(resource: &Resource, mirrors: &[String], dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("creating data folder {}", dir.display()))?;
+/// The mirrors to try, in order: `data.base_url` alone when set.
+fn mirrors(cfg: &DataConfig) -> Vec<String> {
+    match &cfg.base_url {
+        Some(url) if url.ends_with('/') => vec![url.clone()],
+        Some(url) => vec![format!("{url}/")],
+        None => default_mirrors(cfg.dataset),
+    }
+}
+
+/// Downloads each of `missing` into `cfg.dir`, trying every mirror in turn.
+/// Stops at the first file no mirror could give, with an error that lists
+/// each mirror's reason once and says what to do instead. A folder this
+/// call created is removed again if it stays empty.
+pub fn download_all(cfg: &DataConfig, missing: &[Resource]) -> Result<()> {
+    let dir = &cfg.dir;
+    let existed = dir.exists();
+    let result = missing
+        .iter()
+        .try_for_each(|resource| download(resource, &mirrors(cfg), dir));
+    if result.is_err() && !existed {
+        // Only removes an empty folder: files that did arrive are kept.
+        let _ = std::fs::remove_dir(dir);
+    }
+    result.map_err(|failures| {
+        let all: Vec<String> = resources(cfg.dataset)
+            .iter()
+            .map(|r| format!("{}.gz", r.name))
+            .collect();
+        anyhow::anyhow!(
+            "could not download {} into {}:\n{}\n\
+             what to do instead, any one of:\n  \
+             - put the four files in {} (gzipped or raw IDX): {}\n  \
+             - point data.dir at a folder that has them: --set data.dir=PATH\n  \
+             - fetch from a mirror you can reach: --set data.base_url=http://HOST/PATH/",
+            cfg.dataset,
+            dir.display(),
+            failures,
+            dir.display(),
+            all.join(", ")
+        )
+    })
+}
+
+/// Downloads one file into `dir` as `<name>.gz`, trying each mirror in
+/// turn. On failure, the lines of the error: one per mirror with its reason.
+fn download(
+    resource: &Resource,
+    mirrors: &[String],
+    dir: &Path,
+) -> std::result::Result<(), String> {
     let file_name = format!("{}.gz", resource.name);
     let mut failures = Vec::new();
     for mirror in mirrors {
-        let url = format!("{}{}", mirror, file_name);
-        eprintln!("downloading {url}");
-        match fetch(&url).and_then(|bytes| verify(resource, &bytes).map(|_| bytes)) {
-            Ok(bytes) => return crate::atomic::write_atomic(&dir.join(&file_name), &bytes),
-            Err(e) => failures.push(format!("{url}: {e:#}")),
-        }
+        eprintln!("downloading {file_name} from {mirror}");
+        let fetched = fetch(&format!("{mirror}{file_name}")).and_then(|bytes| {
+            verify(resource, &bytes)
+                .map_err(|e| e.to_string())
+                .map(|_| bytes)
+        });
+        let failure = match fetched {
+            Ok(bytes) => match std::fs::create_dir_all(dir)
+                .map_err(anyhow::Error::from)
+                .and_then(|_| crate::atomic::write_atomic(&dir.join(&file_name), &bytes))
+            {
+                Ok(()) => return Ok(()),
+                Err(e) => format!("writing it into {}: {e:#}", dir.display()),
+            },
+            Err(reason) => reason,
+        };
+        failures.push(format!("  {file_name} from {mirror}: {failure}"));
     }
-    bail!(
-        "could not download {file_name}:\n    {}",
-        failures.join("\n    ")
-    )
+    Err(failures.join("\n"))
 }
 
 #[cfg(test)]

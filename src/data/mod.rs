@@ -6,7 +6,7 @@ pub mod idx;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -36,7 +36,8 @@ impl Split {
     /// Keeps only the first `n` images.
     pub fn truncate(&mut self, n: usize) {
         self.labels.truncate(n);
-        self.pixels.truncate(n * PIXELS);
+        // Saturating: a limit far above the split's size keeps everything.
+        self.pixels.truncate(n.saturating_mul(PIXELS));
     }
 
     /// Writes the images at `indices` as f32 in [0, 1] (ToTensor's scaling)
@@ -90,16 +91,28 @@ fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Loads both splits, downloading missing files first when allowed.
-pub fn load(cfg: &DataConfig) -> Result<Data> {
+/// Which splits a command needs: `eval` and `predict` need only the test split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Need {
+    Both,
+    TestOnly,
+}
+
+/// Makes sure the files for `need` are in `cfg.dir`, downloading the
+/// missing ones when allowed; returns their paths in `resources` order
+/// (None for a file not needed).
+fn ensure_files(cfg: &DataConfig, need: Need) -> Result<[Option<PathBuf>; 4]> {
     let resources = download::resources(cfg.dataset);
-    let missing: Vec<_> = resources
+    let first = if need == Need::TestOnly { 2 } else { 0 };
+    let wanted = &resources[first..];
+    let missing: Vec<_> = wanted
         .iter()
         .filter(|r| find_file(&cfg.dir, r.name).is_none())
+        .copied()
         .collect();
     if !missing.is_empty() {
-        let names: Vec<String> = missing.iter().map(|r| format!("{}.gz", r.name)).collect();
         if !cfg.download {
+            let names: Vec<String> = missing.iter().map(|r| format!("{}.gz", r.name)).collect();
             bail!(
                 "{} files missing in {}: {}\n  set data.download = true to fetch them, or put the files there \
                  (gzipped or raw IDX), or point data.dir at the folder that has them",
@@ -108,25 +121,43 @@ pub fn load(cfg: &DataConfig) -> Result<Data> {
                 names.join(", ")
             );
         }
-        let mirrors = match &cfg.base_url {
-            Some(url) if url.ends_with('/') => vec![url.clone()],
-            Some(url) => vec![format!("{url}/")],
-            None => download::default_mirrors(cfg.dataset),
-        };
-        for resource in missing {
-            download::download(resource, &mirrors, &cfg.dir)?;
-        }
+        download::download_all(cfg, &missing)?;
     }
-    let path = |i: usize| find_file(&cfg.dir, resources[i].name).expect("present after download");
-    let mut train = read_split(&path(0), &path(1))?;
-    let mut test = read_split(&path(2), &path(3))?;
+    Ok(std::array::from_fn(|i| {
+        (i >= first).then(|| {
+            find_file(&cfg.dir, resources[i].name).expect("present: checked or just downloaded")
+        })
+    }))
+}
+
+/// Loads both splits, downloading missing files first when allowed.
+pub fn load(cfg: &DataConfig) -> Result<Data> {
+    let [Some(train_x), Some(train_y), Some(test_x), Some(test_y)] = ensure_files(cfg, Need::Both)?
+    else {
+        unreachable!("ensure_files returns every path for Need::Both")
+    };
+    let mut train = read_split(&train_x, &train_y)?;
+    let test = load_test_from(cfg, &test_x, &test_y)?;
     if let Some(n) = cfg.limit_train {
         train.truncate(n);
     }
+    Ok(Data { train, test })
+}
+
+/// Loads the test split alone (downloading only its two files if missing).
+pub fn load_test(cfg: &DataConfig) -> Result<Split> {
+    let [_, _, Some(test_x), Some(test_y)] = ensure_files(cfg, Need::TestOnly)? else {
+        unreachable!("ensure_files returns the test paths for Need::TestOnly")
+    };
+    load_test_from(cfg, &test_x, &test_y)
+}
+
+fn load_test_from(cfg: &DataConfig, images: &Path, labels: &Path) -> Result<Split> {
+    let mut test = read_split(images, labels)?;
     if let Some(n) = cfg.limit_test {
         test.truncate(n);
     }
-    Ok(Data { train, test })
+    Ok(test)
 }
 
 fn read_split(images: &Path, labels: &Path) -> Result<Split> {
@@ -138,8 +169,8 @@ fn read_split(images: &Path, labels: &Path) -> Result<Split> {
             n_images: imgs.count,
             labels: labels.display().to_string(),
             n_labels: lbls.len(),
-        })
-        .context("loading the dataset");
+        }
+        .into());
     }
     Ok(Split {
         pixels: imgs.pixels,

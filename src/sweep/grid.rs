@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use crate::config::{flatten, line_of, RunConfig};
+use crate::config::{self, line_of};
 
 /// The grid file as written.
 #[derive(Debug, Deserialize)]
@@ -111,13 +111,12 @@ pub struct Grid {
     pub points: Vec<Point>,
 }
 
-/// Every key a spec can set (the optional ones included).
+/// Every key a point can set: a sweep sets each run's name itself.
 fn known_keys() -> Vec<String> {
-    let mut full = RunConfig::default();
-    full.data.base_url = Some(String::new());
-    full.data.limit_train = Some(1);
-    full.data.limit_test = Some(1);
-    flatten(&full).into_keys().filter(|k| k != "name").collect()
+    config::known_keys()
+        .into_iter()
+        .filter(|k| k != "name")
+        .collect()
 }
 
 /// An error about `path` in the grid file, with its line when found.
@@ -135,6 +134,8 @@ fn check_key(file: &Path, table: &str, key: &str, known: &[String]) -> Result<()
     }
     let hint = if key == "name" {
         "the sweep sets each run's name".to_string()
+    } else if let Some(near) = config::nearest(key, known) {
+        format!("did you mean `{near}`?")
     } else {
         format!("keys look like train.lr; known keys: {}", known.join(", "))
     };
@@ -261,6 +262,20 @@ impl Grid {
     pub fn load(file: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(file)
             .with_context(|| format!("reading grid file {}", file.display()))?;
+        if let Ok(table) = text.parse::<toml::Table>() {
+            let is_spec = ["data", "model", "train"]
+                .iter()
+                .any(|k| table.get(*k).is_some_and(toml::Value::is_table));
+            if is_spec && !config::GRID_KEYS.iter().any(|k| table.contains_key(*k)) {
+                bail!(
+                    "{} is a run spec, not a grid: run it with `runner run {}`, or sweep it \
+                     from a grid file that says `base = \"{}\"` and has a [sweep] table",
+                    file.display(),
+                    file.display(),
+                    file.display()
+                );
+            }
+        }
         let parsed: GridFile = toml::from_str(&text)
             .map_err(|e| anyhow::anyhow!("{}: {}", file.display(), e.to_string().trim_end()))?;
         let known = known_keys();

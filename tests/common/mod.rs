@@ -1,5 +1,6 @@
-//! Helpers shared by the end-to-end tests: the real binary, the real MNIST
-//! files from `../shared/data/mnist` (or `$MNIST_DIR`), and spec files.
+//! Helpers shared by the end-to-end tests: the real binary, real MNIST
+//! files (a full copy when one is found, else the committed fixture), and
+//! spec files.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -7,16 +8,54 @@ use std::process::Output;
 
 use assert_cmd::Command;
 
+/// Where the tests find MNIST, first match wins: `$MNIST_DIR`,
+/// `../shared/data/mnist`, `data/mnist` (where `runner run` downloads it),
+/// then the small fixture committed in `tests/data/mnist` (5,000 training
+/// and 1,000 test images), so the suite runs on a fresh clone offline.
 pub fn mnist_dir() -> PathBuf {
-    let dir = std::env::var_os("MNIST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/mnist"));
-    assert!(
-        dir.join("train-images-idx3-ubyte.gz").is_file(),
-        "the real MNIST files are needed at {} (or set MNIST_DIR)",
-        dir.display()
-    );
+    let (dir, full) = mnist();
+    if !full {
+        // Counted by .ci/run (`cargo test -- --nocapture`): the test threads
+        // are named after their tests.
+        let test = std::thread::current().name().unwrap_or("?").to_string();
+        eprintln!("note: {test} runs on the MNIST fixture");
+    }
     dir
+}
+
+/// True when the tests run on a full copy (60k + 10k images), not the fixture.
+pub fn mnist_is_full() -> bool {
+    mnist().1
+}
+
+fn mnist() -> (PathBuf, bool) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let has_files = |dir: &Path| dir.join("train-images-idx3-ubyte.gz").is_file();
+    let candidates = std::env::var_os("MNIST_DIR")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([root.join("../shared/data/mnist"), root.join("data/mnist")]);
+    for dir in candidates {
+        if has_files(&dir) {
+            return (dir, true);
+        }
+    }
+    let fixture = root.join("tests/data/mnist");
+    assert!(
+        has_files(&fixture),
+        "the MNIST fixture is missing at {}",
+        fixture.display()
+    );
+    (fixture, false)
+}
+
+/// Says in the test's output (`cargo test -- --nocapture`) that it runs on
+/// the fixture, and what that changes.
+pub fn note_fixture(what: &str) {
+    if !mnist_is_full() {
+        let test = std::thread::current().name().unwrap_or("?").to_string();
+        eprintln!("note: {test} runs on the MNIST fixture: {what}");
+    }
 }
 
 /// The binary, with no RUNNER_* variables leaking in from the environment.

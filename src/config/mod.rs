@@ -14,6 +14,9 @@ use anyhow::{bail, Context, Result};
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
+
+mod diagnose;
+pub use diagnose::{known_keys, line_of, nearest};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -449,6 +452,9 @@ fn env_provider() -> Env {
         .split("__")
 }
 
+/// Top-level keys only a grid file has (see `sweep::grid`).
+pub const GRID_KEYS: [&str; 6] = ["sweep", "zip", "include", "exclude", "base", "spec"];
+
 /// Builds the layered figment for a spec, without extracting it.
 fn figment_for(sources: &Sources) -> Result<Figment> {
     let mut figment = Figment::from(Serialized::defaults(RunConfig::default()));
@@ -462,11 +468,19 @@ fn figment_for(sources: &Sources) -> Result<Figment> {
         // Parse once up front: figment reports TOML syntax errors without a line.
         let text = std::fs::read_to_string(spec)
             .with_context(|| format!("reading spec file {}", spec.display()))?;
-        if let Err(e) = text.parse::<toml::Table>() {
-            bail!(
+        let table = match text.parse::<toml::Table>() {
+            Ok(table) => table,
+            Err(e) => bail!(
                 "{}: not valid TOML: {}",
                 spec.display(),
                 e.to_string().trim_end()
+            ),
+        };
+        if let Some(key) = GRID_KEYS.iter().find(|k| table.contains_key(**k)) {
+            bail!(
+                "{} is a grid file (it has `{key}`), not a run spec: run it with `runner sweep {}`",
+                spec.display(),
+                spec.display()
             );
         }
         // The name defaults to the file's stem: `experiments/modern.toml` -> "modern".
@@ -483,105 +497,103 @@ fn figment_for(sources: &Sources) -> Result<Figment> {
         .merge(Layer::from_sets(sources.sets)?))
 }
 
-/// Resolves and validates a config. Errors name the key and its source.
+/// Resolves and validates a config. On failure the error lists every
+/// problem at once, in reading order, each naming its key and its source.
 pub fn load(sources: &Sources) -> Result<RunConfig> {
     let figment = figment_for(sources)?;
-    let config: RunConfig = match figment.extract() {
-        Ok(config) => config,
-        Err(errors) => {
-            let lines: Vec<String> = errors.into_iter().map(|e| describe_error(&e)).collect();
-            bail!("invalid config:\n  {}", lines.join("\n  "));
+    diagnose::warn_unread_env_vars();
+    if let Ok(config) = figment.extract::<RunConfig>() {
+        if config.problems().is_empty() {
+            return Ok(config);
         }
-    };
-    let problems = config.problems();
-    if !problems.is_empty() {
-        let lines: Vec<String> = problems
-            .iter()
-            .map(|(key, msg)| {
-                let path: Vec<String> = key.split('.').map(String::from).collect();
-                let origin = figment
-                    .find_metadata(key)
-                    .map(|m| origin_of(m, &path))
-                    .unwrap_or_else(|| "defaults".into());
-                format!("{origin}: `{key}` {msg}")
-            })
-            .collect();
-        bail!("invalid config:\n  {}", lines.join("\n  "));
     }
-    Ok(config)
+    let problems = diagnose::problems(&figment);
+    let lines: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    if lines.is_empty() {
+        // Not expected: the extraction failed but no key shows why.
+        let error = figment.extract::<RunConfig>().err();
+        bail!(
+            "invalid config: {}",
+            error.map(|e| e.to_string()).unwrap_or_default()
+        );
+    }
+    bail!("invalid config:\n  {}", lines.join("\n  "));
 }
 
-/// One figment error as "where: `key`: what".
-fn describe_error(error: &figment::Error) -> String {
-    use figment::error::Kind;
-    let mut path = error.path.clone();
-    let what = match &error.kind {
-        Kind::UnknownField(field, expected) => {
-            if path.last() != Some(field) {
-                path.push(field.clone());
-            }
-            format!("unknown key; expected one of: {}", expected.join(", "))
-        }
-        Kind::UnknownVariant(variant, expected) => {
-            format!(
-                "unknown value {variant:?}; expected one of: {}",
-                expected.join(", ")
-            )
-        }
-        Kind::InvalidType(actual, expected) => format!("expected {expected}, found {actual}"),
-        Kind::InvalidValue(actual, expected) => format!("expected {expected}, found {actual}"),
-        other => other.to_string(),
-    };
-    let origin = error
-        .metadata
-        .as_ref()
-        .map(|m| origin_of(m, &path))
-        .unwrap_or_else(|| "config".into());
-    format!("{origin}: `{}`: {what}", path.join("."))
-}
+/// What each key means, in a few words, for `runner defaults`.
+const KEY_NOTES: [(&str, &str); 19] = [
+    ("dataset", "\"mnist\" or \"fashion-mnist\""),
+    ("dir", "folder with the four IDX files (.gz or raw)"),
+    ("download", "fetch missing files from the public mirrors"),
+    (
+        "base_url",
+        "unset: the built-in mirrors; or a mirror of your own",
+    ),
+    (
+        "limit_train",
+        "unset: every training image; or only the first N",
+    ),
+    ("limit_test", "unset: every test image; or only the first N"),
+    (
+        "activation",
+        "\"sigmoid\", \"relu\" or \"tanh\", after c1 and c3",
+    ),
+    ("pooling", "\"avg\" or \"max\" (2x2, stride 2)"),
+    (
+        "activate_c5_f6",
+        "also apply the activation after c5 and f6",
+    ),
+    ("eval_batch_size", "no effect on results"),
+    ("lr", "SGD learning rate"),
+    ("momentum", "SGD momentum (PyTorch's definition)"),
+    ("weight_decay", "L2 penalty added to the gradient"),
+    ("step_size", "StepLR: lr x gamma every step_size epochs"),
+    ("gamma", "1.0: the lr never changes"),
+    ("seed", "initial weights and every epoch's shuffle"),
+    ("device", "\"auto\", \"cpu\" or \"cuda\""),
+    ("threads", "0: one per core; results do not depend on it"),
+    ("epochs", "how many epochs to train"),
+];
 
-/// Describes where a value came from: "spec.toml, line 7", "environment
-/// variable RUNNER_TRAIN__LR", "--set train.lr".
-fn origin_of(metadata: &Metadata, path: &[String]) -> String {
-    if let Some(file) = metadata.source.as_ref().and_then(|s| s.file_path()) {
-        return match line_of(file, path) {
-            Some(line) => format!("{}, line {line}", file.display()),
-            None => file.display().to_string(),
-        };
-    }
-    if metadata.name.contains("environment") {
-        return format!("environment variable {}", env_var_name(path));
-    }
-    if metadata.name == COMMAND_LINE {
-        return format!("--set {}", path.join("."));
-    }
-    metadata.name.to_string()
-}
+/// Keys that are unset by default, shown commented out with an example.
+const OPTIONAL_KEYS: [(&str, &str); 3] = [
+    ("base_url", "\"http://127.0.0.1:8000/mnist/\""),
+    ("limit_train", "2000"),
+    ("limit_test", "500"),
+];
 
-fn env_var_name(path: &[String]) -> String {
-    let upper: Vec<String> = path.iter().map(|p| p.to_uppercase()).collect();
-    format!("RUNNER_{}", upper.join("__"))
-}
-
-/// The 1-based line of a dotted key in a TOML file, if it is written there.
-pub fn line_of(file: &Path, path: &[String]) -> Option<usize> {
-    let text = std::fs::read_to_string(file).ok()?;
-    let doc = toml_edit::ImDocument::parse(text.as_str()).ok()?;
-    let mut item = doc.as_item();
-    let mut span = None;
-    for key in path {
-        let table = item.as_table_like()?;
-        let (k, value) = table.get_key_value(key)?;
-        span = k.span().or_else(|| value.span());
-        item = value;
-    }
-    let start = span?.start;
-    Some(text[..start].matches('\n').count() + 1)
-}
-
-/// Every key a spec can set, with its default, for `--help`-style listings.
+/// Every key a spec can set, with its default and what it means: the text
+/// of `runner defaults`, itself a valid spec.
 pub fn default_toml() -> String {
-    RunConfig::default().to_toml()
+    let note = |key: &str| KEY_NOTES.iter().find(|(k, _)| *k == key).map(|(_, n)| *n);
+    let mut out = String::from(
+        "# Every config key with its default. A spec file sets any of them;\n\
+         # RUNNER_<SECTION>__<KEY> variables and --set KEY=VALUE override it.\n\
+         # name: where results go (results/<name>/); defaults to the spec file's\n\
+         # stem (experiments/modern.toml -> \"modern\"), and to \"run\" without a file.\n",
+    );
+    let mut section = String::new();
+    for line in RunConfig::default().to_toml().lines() {
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.to_string();
+        }
+        let key = line.split(" = ").next().unwrap_or("");
+        match note(key).filter(|_| line.contains(" = ")) {
+            Some(n) => out.push_str(&format!("{line:<28} # {n}\n")),
+            None if line.is_empty() && section == "data" => {
+                for (key, example) in OPTIONAL_KEYS {
+                    let text = format!("# {key} = {example}");
+                    out.push_str(&format!("{text:<28} # {}\n", note(key).unwrap_or("")));
+                }
+                out.push('\n');
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
 }
 
 /// The value of a dotted key in a resolved config, as text ("" if absent).

@@ -1,0 +1,60 @@
+//! The README's "A first sweep and report" commands, run verbatim (the
+//! code block is read from README.md, so the manual cannot drift from what
+//! works), in a fresh folder where `data/mnist` is the test data.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+
+/// The lines of the first code block after `heading`, comments stripped.
+fn commands_under(readme: &str, heading: &str) -> Vec<String> {
+    let section = readme.split(heading).nth(1).expect("heading in README");
+    let block = section.split("```").nth(1).expect("a code block");
+    block
+        .lines()
+        .map(|l| l.split('#').next().unwrap().trim().to_string())
+        .filter(|l| l.starts_with("runner "))
+        .collect()
+}
+
+#[test]
+fn the_first_sweep_and_report_commands_work_as_written() {
+    note_fixture("the quick grid's 2,000 + 500 images are within the fixture");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let commands = commands_under(&readme, "## A first sweep and report");
+    assert_eq!(commands.len(), 4, "{commands:?}");
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir(tmp.path().join("data")).unwrap();
+    std::os::unix::fs::symlink(mnist_dir(), tmp.path().join("data/mnist")).unwrap();
+    std::os::unix::fs::symlink(root.join("experiments"), tmp.path().join("experiments")).unwrap();
+    for command in &commands {
+        let mut words: Vec<String> = command.split_whitespace().map(String::from).collect();
+        if let Some(w) = words.iter_mut().find(|w| w.contains("<run-id>")) {
+            let run = std::fs::read_dir(tmp.path().join("results/quick-grid"))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .find(|p| p.is_dir())
+                .expect("a run folder");
+            *w = run.display().to_string();
+        }
+        let out = runner()
+            .current_dir(tmp.path())
+            .args(&words[1..])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{command}: {}", stderr(&out));
+        let text = stdout(&out);
+        match words[1].as_str() {
+            "sweep" => assert!(text.contains("4 completed"), "{text}"),
+            "report" if words.contains(&"--out".to_string()) => {
+                assert!(tmp.path().join("report/report.md").is_file());
+                assert!(tmp.path().join("report/curves.png").is_file());
+            }
+            "report" => assert!(text.contains("4 runs"), "{text}"),
+            "predict" => assert!(text.lines().count() >= 20, "{text}"),
+            other => panic!("unexpected command {other}"),
+        }
+    }
+}
