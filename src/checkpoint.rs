@@ -85,6 +85,20 @@ impl Weights {
             .with_context(|| format!("reading checkpoint {}", path.display()))?;
         Self::from_safetensors(&path.display().to_string(), &bytes)
     }
+
+    /// The metadata runner wrote into a checkpoint (empty for files from
+    /// elsewhere, e.g. PyTorch).
+    pub fn load_metadata(path: &Path) -> Result<BTreeMap<String, String>> {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("reading checkpoint {}", path.display()))?;
+        let (_, header) = SafeTensors::read_metadata(&bytes)
+            .map_err(|e| anyhow::anyhow!("{}: not a safetensors file: {e}", path.display()))?;
+        let Some(text) = header.metadata().as_ref().and_then(|m| m.get(METADATA_KEY)) else {
+            return Ok(BTreeMap::new());
+        };
+        serde_json::from_str(text)
+            .with_context(|| format!("{}: unreadable runner metadata", path.display()))
+    }
 }
 
 /// Everything a run needs to continue exactly where it stopped: the

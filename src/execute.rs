@@ -89,7 +89,14 @@ pub fn run_one(
         .filter(|s| s.config_hash == config.result_hash());
     if !policy.force {
         match previous.as_ref().map(|s| s.status) {
-            Some(Status::Completed) => return Ok(RunOutcome::AlreadyCompleted),
+            // Completed with fewer epochs than now asked for: continue it.
+            Some(Status::Completed)
+                if previous
+                    .as_ref()
+                    .is_some_and(|s| s.is_finished(config.train.epochs)) =>
+            {
+                return Ok(RunOutcome::AlreadyCompleted)
+            }
             Some(Status::Failed) if !policy.retry_failed => {
                 let reason = previous.and_then(|s| s.reason).unwrap_or_default();
                 return Ok(RunOutcome::PreviouslyFailed(reason));
@@ -146,7 +153,7 @@ pub fn run_one(
     run_dir.write_metrics(&recorder.rows)?;
     recorder.refresh_summary();
     run_dir.write_summary(&recorder.summary)?;
-    let outcome = device::dispatch(
+    let mut outcome = device::dispatch(
         backend,
         Fit {
             config,
@@ -155,6 +162,11 @@ pub fn run_one(
             resume: resume.as_ref(),
         },
     );
+    if matches!(outcome, Ok(Outcome::Completed)) {
+        if let Err(e) = recorder.score_test(data) {
+            outcome = Err(e.context("scoring the best epoch on the test split"));
+        }
+    }
     recorder.finish(&outcome)?;
     Ok(match outcome {
         Ok(Outcome::Completed) => RunOutcome::Completed {
@@ -211,6 +223,10 @@ impl<'a> Recorder<'a> {
             best_epoch: None,
             best_val_acc: None,
             final_val_acc: None,
+            validation: config.data.validation.describe(),
+            test_loss: None,
+            test_acc: None,
+            test_images: 0,
             epochs_completed: 0,
             epochs_planned: config.train.epochs,
             started_at: started_at
@@ -250,6 +266,20 @@ impl<'a> Recorder<'a> {
             let total: f64 = self.rows.iter().map(|r| r.train_images_per_sec).sum();
             s.mean_train_images_per_sec = Some(total / self.rows.len() as f64);
         }
+    }
+
+    /// Scores the best epoch's weights once on the test split, when it was
+    /// not the validation split (then `best_val_acc` is its score already).
+    fn score_test(&mut self, data: &Data) -> Result<()> {
+        self.summary.test_images = data.test.len();
+        if data.held_out.is_none() {
+            return Ok(());
+        }
+        let best = Weights::load(&self.run_dir.file(results::BEST_FILE))?;
+        let (loss, acc) = crate::inference::evaluate(self.config, &best, &data.test)?;
+        self.summary.test_loss = Some(loss);
+        self.summary.test_acc = Some(acc);
+        Ok(())
     }
 
     fn finish(&mut self, outcome: &Result<Outcome>) -> Result<()> {
@@ -321,6 +351,14 @@ impl Observer for Recorder<'_> {
             meta.insert("epoch".to_string(), m.epoch.to_string());
             meta.insert("val_acc".to_string(), m.val_acc.to_string());
             meta.insert("config_hash".to_string(), self.summary.config_hash.clone());
+            // What `eval --checkpoint` needs to score it as the right model.
+            let model = &self.config.model;
+            meta.insert("model.activation".into(), model.activation.to_string());
+            meta.insert("model.pooling".into(), model.pooling.to_string());
+            meta.insert(
+                "model.activate_c5_f6".into(),
+                model.activate_c5_f6.to_string(),
+            );
             weights.save(&self.run_dir.file(results::BEST_FILE), &meta)?;
             self.summary.best_epoch = Some(m.epoch);
             self.summary.best_val_acc = Some(m.val_acc);

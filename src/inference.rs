@@ -6,7 +6,7 @@ use dfdx::prelude::Device;
 
 use crate::checkpoint::Weights;
 use crate::config::RunConfig;
-use crate::data::{CLASSES, PIXELS};
+use crate::data::{Split, CLASSES, PIXELS};
 use crate::device::{self, DeviceTask};
 use crate::model::{ConvOps, LeNet5};
 use crate::train::Trainer;
@@ -55,6 +55,34 @@ impl DeviceTask for Probabilities<'_> {
             }
         }
         Ok(out)
+    }
+}
+
+/// Mean cross-entropy and accuracy of `weights` over a whole split.
+pub fn evaluate(config: &RunConfig, weights: &Weights, split: &Split) -> Result<(f64, f64)> {
+    let backend = device::resolve(config.train.device)?;
+    device::dispatch(
+        backend,
+        Evaluate {
+            config,
+            weights,
+            split,
+        },
+    )
+}
+
+struct Evaluate<'a> {
+    config: &'a RunConfig,
+    weights: &'a Weights,
+    split: &'a Split,
+}
+
+impl DeviceTask for Evaluate<'_> {
+    type Output = Result<(f64, f64)>;
+    fn run<D: Device<f32>, O: ConvOps<D>>(self, dev: D, ops: O) -> Self::Output {
+        let mut trainer = Trainer::new(dev, ops, self.config);
+        trainer.model = LeNet5::from_weights(&trainer.dev, &self.config.model, self.weights)?;
+        Ok(trainer.evaluate(self.split, self.config.train.eval_batch_size))
     }
 }
 

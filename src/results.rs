@@ -55,6 +55,19 @@ pub struct Summary {
     pub best_epoch: Option<usize>,
     pub best_val_acc: Option<f64>,
     pub final_val_acc: Option<f64>,
+    /// What chose the best epoch (`data.validation`, in words).
+    #[serde(default)]
+    pub validation: String,
+    /// The best epoch's weights scored once on the test split, after
+    /// training; None while running, and when the test split was the
+    /// validation split (its score is then `best_val_acc`, no second number).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_loss: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_acc: Option<f64>,
+    /// Images in the test split the run was scored on.
+    #[serde(default)]
+    pub test_images: usize,
     pub epochs_completed: usize,
     pub epochs_planned: usize,
     pub started_at: String,
@@ -75,6 +88,26 @@ pub struct Summary {
     pub git_commit: Option<String>,
 }
 
+impl Summary {
+    /// Completed with at least `epochs` epochs: nothing left to train.
+    /// A completed run asked for more epochs continues from its state.
+    pub fn is_finished(&self, epochs: usize) -> bool {
+        self.status == Status::Completed && self.epochs_completed >= epochs
+    }
+}
+
+impl Status {
+    /// The name summary.json, reports and sweeps use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Running => "running",
+            Status::Completed => "completed",
+            Status::Interrupted => "interrupted",
+            Status::Failed => "failed",
+        }
+    }
+}
+
 /// A run's folder and the files in it.
 #[derive(Debug, Clone)]
 pub struct RunDir {
@@ -82,9 +115,32 @@ pub struct RunDir {
 }
 
 impl RunDir {
-    pub fn for_config(results_root: &Path, config: &RunConfig) -> Self {
+    /// The one way a run folder is named, for `run` and `sweep` alike:
+    /// `<results>/<name>/<label>-<short hash>`. The folder is found by the
+    /// hash: if one of that config already exists (whichever command made
+    /// it, whatever its readable label), that is the run's folder.
+    pub fn locate(results_root: &Path, config: &RunConfig, label: &str) -> Self {
+        let parent = results_root.join(&config.name);
+        let suffix = format!("-{}", config.short_hash());
+        let hash = config.result_hash();
+        let existing = std::fs::read_dir(&parent).ok().and_then(|entries| {
+            let mut found: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.is_dir()
+                        && p.file_name()
+                            .is_some_and(|n| n.to_string_lossy().ends_with(&suffix))
+                })
+                // A short-hash collision with another config is not ours.
+                .filter(|p| {
+                    read_summary(&p.join(SUMMARY_FILE)).map_or(true, |s| s.config_hash == hash)
+                })
+                .collect();
+            found.sort();
+            found.into_iter().next()
+        });
         RunDir {
-            path: results_root.join(&config.name).join(config.run_id()),
+            path: existing.unwrap_or_else(|| parent.join(format!("{label}{suffix}"))),
         }
     }
 
@@ -108,7 +164,7 @@ impl RunDir {
     pub fn write_config(&self, config: &RunConfig) -> Result<()> {
         let text = format!(
             "# Resolved config of run {} (defaults < spec < environment < --set).\n{}",
-            config.run_id(),
+            self.id(),
             config.to_toml()
         );
         write_atomic(&self.file(CONFIG_FILE), text.as_bytes())

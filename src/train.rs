@@ -245,10 +245,10 @@ impl<D: Device<f32>, O: ConvOps<D>> Trainer<D, O> {
     ) -> Result<Outcome> {
         let t = &config.train;
         let n = data.train.len();
-        if n == 0 || data.test.is_empty() {
+        if n == 0 || data.validation().is_empty() {
             bail!(
-                "the dataset is empty (train {n} images, test {})",
-                data.test.len()
+                "the dataset is empty (train {n} images, validation {})",
+                data.validation().len()
             );
         }
         let batches = n.div_ceil(t.batch_size);
@@ -289,7 +289,7 @@ impl<D: Device<f32>, O: ConvOps<D>> Trainer<D, O> {
                 );
             }
             let train_seconds = started.elapsed().as_secs_f64();
-            let (val_loss, val_acc) = self.evaluate(&data.test, t.eval_batch_size);
+            let (val_loss, val_acc) = self.evaluate(data.validation(), t.eval_batch_size);
             if !val_loss.is_finite() {
                 bail!(
                     "validation loss became {val_loss} after epoch {}",

@@ -213,13 +213,14 @@ fn report_groups_seeds_in_every_format_and_lists_broken_runs() {
         .stdout,
     )
     .unwrap();
-    let seeds: Vec<&str> = json["rows"]
+    // Typed in JSON: seeds are numbers.
+    let seeds: Vec<i64> = json["rows"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| r["values"]["train.seed"].as_str().unwrap())
+        .map(|r| r["values"]["train.seed"].as_i64().unwrap())
         .collect();
-    assert_eq!(seeds, vec!["0", "0", "1", "1"]);
+    assert_eq!(seeds, vec![0, 0, 1, 1]);
 
     // Bad options are clear errors.
     let out = runner()

@@ -137,13 +137,6 @@ fn run_trains_above_chance_and_writes_every_file() {
     );
 }
 
-fn metrics_without_timings(run: &std::path::Path) -> Vec<String> {
-    let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
-    csv.lines()
-        .map(|l| l.split(',').take(6).collect::<Vec<_>>().join(","))
-        .collect()
-}
-
 #[test]
 fn same_seed_gives_identical_metrics_whatever_the_thread_count() {
     let tmp = tempfile::tempdir().unwrap();
@@ -168,7 +161,7 @@ fn same_seed_gives_identical_metrics_whatever_the_thread_count() {
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", stderr(&out));
-        runs.push(metrics_without_timings(&only_run_dir(&results, "repro")));
+        runs.push(rows_without_timings(&only_run_dir(&results, "repro")));
         checkpoints
             .push(std::fs::read(only_run_dir(&results, "repro").join("best.safetensors")).unwrap());
     }
@@ -202,7 +195,7 @@ fn same_seed_gives_identical_metrics_whatever_the_thread_count() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_ne!(
         runs[0],
-        metrics_without_timings(&only_run_dir(&results, "repro"))
+        rows_without_timings(&only_run_dir(&results, "repro"))
     );
 }
 
@@ -235,7 +228,7 @@ fn avx2_and_the_best_instruction_set_train_the_same_bits() {
             let device = read_json(&run.join("summary.json"))["device"].clone();
             eprintln!("{act}+{pool} with {isa}: {device}");
             runs.push((
-                metrics_without_timings(&run),
+                rows_without_timings(&run),
                 std::fs::read(run.join("best.safetensors")).unwrap(),
             ));
         }

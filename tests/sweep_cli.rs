@@ -89,14 +89,6 @@ fn runs_the_grid_then_skips_everything_on_rerun() {
     assert!(!text.contains("epoch "), "nothing trained again: {text}");
 }
 
-fn rows_without_timings(run: &Path) -> Vec<String> {
-    std::fs::read_to_string(run.join("metrics.csv"))
-        .unwrap()
-        .lines()
-        .map(|l| l.split(',').take(6).collect::<Vec<_>>().join(","))
-        .collect()
-}
-
 #[test]
 fn a_run_killed_mid_epoch_resumes_to_the_same_result() {
     let tmp = tempfile::tempdir().unwrap();
@@ -148,19 +140,6 @@ fn a_run_killed_mid_epoch_resumes_to_the_same_result() {
         tensors(&reference.join("long").join(&id).join("best.safetensors"))
     );
     assert_eq!(read_json(&run.join("summary.json"))["status"], "completed");
-}
-
-/// Every tensor of a safetensors file, by name, as raw bytes.
-fn tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
-    let bytes = std::fs::read(path).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut out: Vec<(String, Vec<u8>)> = st
-        .tensors()
-        .into_iter()
-        .map(|(n, v)| (n, v.data().to_vec()))
-        .collect();
-    out.sort();
-    out
 }
 
 /// `runner sweep` in the background, its output captured.

@@ -1,22 +1,25 @@
 //! `runner eval`: test loss and accuracy of a checkpoint.
+//!
+//! A checkpoint does not say its activation or pooling in its shapes, so
+//! scoring it as the wrong model gives a number that looks real and is
+//! not. runner writes the model settings into its checkpoints' metadata;
+//! eval takes them from there, refuses a spec that contradicts them, and
+//! says which model it assumes for a checkpoint without them.
 
-use anyhow::{Context, Result};
-use dfdx::prelude::Device;
+use anyhow::{bail, Context, Result};
 
 use crate::checkpoint::Weights;
 use crate::cli::EvalArgs;
-use crate::config::{self, RunConfig, Sources};
+use crate::config::{self, Layer, ModelConfig, RunConfig, Sources};
 use crate::data;
-use crate::device::{self, DeviceTask};
-use crate::model::{ConvOps, LeNet5};
+use crate::inference;
 use crate::results;
-use crate::train::Trainer;
 
 pub fn execute(args: &EvalArgs) -> Result<i32> {
-    let (config, checkpoint) = match &args.checkpoint {
+    let (config, checkpoint, note) = match &args.checkpoint {
         Some(file) => {
-            let sources = Sources::new(args.path.as_deref(), &args.overrides.sets);
-            (config::load(&sources)?, file.clone())
+            let (config, note) = config_for_checkpoint(file, args)?;
+            (config, file.clone(), note)
         }
         None => {
             let run_dir = args
@@ -25,55 +28,111 @@ pub fn execute(args: &EvalArgs) -> Result<i32> {
                 .expect("clap requires RUN_DIR without --checkpoint");
             let spec = run_dir.join(results::CONFIG_FILE);
             if !spec.is_file() {
-                anyhow::bail!(
+                bail!(
                     "{} is not a run folder: it has no {}",
                     run_dir.display(),
                     results::CONFIG_FILE
                 );
             }
             let config = config::load(&Sources::new(Some(&spec), &args.overrides.sets))?;
-            (config, run_dir.join(results::BEST_FILE))
+            let note = match config.data.validation {
+                config::Validation::TestSplit => {
+                    Some("this run chose its best epoch on this same test split".to_string())
+                }
+                config::Validation::HoldOut(_) => None,
+            };
+            (config, run_dir.join(results::BEST_FILE), note)
         }
     };
     let weights = Weights::load(&checkpoint)?;
-    let backend = device::resolve(config.train.device)?;
     super::init_threads(config.train.threads);
     let test = data::load_test(&config.data).context("loading the test split")?;
-    let (loss, acc) = device::dispatch(
-        backend,
-        Evaluate {
-            config: &config,
-            weights: &weights,
-            test: &test,
-        },
-    )
-    .with_context(|| format!("evaluating {}", checkpoint.display()))?;
+    let (loss, acc) = inference::evaluate(&config, &weights, &test)
+        .with_context(|| format!("evaluating {}", checkpoint.display()))?;
     println!(
-        "{}: test loss {loss:.4}, test acc {acc:.4} ({} images, {} {} {})",
+        "{}: test loss {loss:.4}, test acc {acc:.4} ({} images, {})",
         checkpoint.display(),
         test.len(),
-        config.model.activation,
-        config.model.pooling,
-        if config.model.activate_c5_f6 {
+        describe_model(&config.model)
+    );
+    if let Some(note) = note {
+        eprintln!("note: {note}");
+    }
+    Ok(0)
+}
+
+fn describe_model(m: &ModelConfig) -> String {
+    format!(
+        "{} {} {}",
+        m.activation,
+        m.pooling,
+        if m.activate_c5_f6 {
             "activated c5/f6"
         } else {
             "linear c5/f6"
         }
-    );
-    Ok(0)
+    )
 }
 
-struct Evaluate<'a> {
-    config: &'a RunConfig,
-    weights: &'a Weights,
-    test: &'a data::Split,
-}
-
-impl DeviceTask for Evaluate<'_> {
-    type Output = Result<(f64, f64)>;
-    fn run<D: Device<f32>, O: ConvOps<D>>(self, dev: D, ops: O) -> Self::Output {
-        let mut trainer = Trainer::new(dev, ops, self.config);
-        trainer.model = LeNet5::from_weights(&trainer.dev, &self.config.model, self.weights)?;
-        Ok(trainer.evaluate(self.test, self.config.train.eval_batch_size))
+/// The config for `eval --checkpoint FILE [SPEC]`: the model settings from
+/// the checkpoint's metadata when runner wrote them, else from the spec
+/// and `--set`, else the seed's model, said out loud.
+fn config_for_checkpoint(
+    file: &std::path::Path,
+    args: &EvalArgs,
+) -> Result<(RunConfig, Option<String>)> {
+    let metadata = Weights::load_metadata(file)?;
+    let recorded: Vec<(String, toml::Value)> = ["activation", "pooling", "activate_c5_f6"]
+        .iter()
+        .filter_map(|k| {
+            let text = metadata.get(&format!("model.{k}"))?;
+            let value = text
+                .parse::<bool>()
+                .map(toml::Value::Boolean)
+                .unwrap_or_else(|_| toml::Value::String(text.clone()));
+            Some((format!("model.{k}"), value))
+        })
+        .collect();
+    let sources = Sources::new(args.path.as_deref(), &args.overrides.sets);
+    let asked = config::load(&sources)?;
+    if recorded.len() < 3 {
+        let explicit = args.path.is_some()
+            || args
+                .overrides
+                .sets
+                .iter()
+                .any(|s| s.trim_start().starts_with("model."));
+        let note = (!explicit).then(|| {
+            format!(
+                "{} has no runner metadata naming its model: scored as the seed's model ({}); \
+                 give a spec or --set model.activation=... model.pooling=... if it is another",
+                file.display(),
+                describe_model(&asked.model)
+            )
+        });
+        return Ok((asked, note));
     }
+    let layers = [Layer {
+        label: format!("{} metadata", file.display()),
+        values: recorded,
+    }];
+    let from_file = config::load(&Sources {
+        spec: args.path.as_deref(),
+        layers: &layers,
+        sets: &[],
+    })?;
+    // A spec or --set that names another model than the default is a claim
+    // about this checkpoint: refuse it when the checkpoint says otherwise.
+    if asked.model != from_file.model && asked.model != ModelConfig::default() {
+        bail!(
+            "{} was trained as {}, but the spec and --set say {}: scoring it as another model \
+             gives a meaningless number; drop the model settings to use the checkpoint's",
+            file.display(),
+            describe_model(&from_file.model),
+            describe_model(&asked.model)
+        );
+    }
+    let mut config = asked;
+    config.model = from_file.model;
+    Ok((config, None))
 }

@@ -14,7 +14,7 @@ pub const EXIT_INTERRUPTED: i32 = 130;
 
 pub fn execute(args: &RunArgs) -> Result<i32> {
     let config = config::load(&Sources::new(Some(&args.spec), &args.overrides.sets))?;
-    let run_dir = RunDir::for_config(&args.results_dir, &config);
+    let run_dir = RunDir::locate(&args.results_dir, &config, &config.label());
     if args.dry_run {
         println!("# run folder: {}", run_dir.path.display());
         print!("{}", config.to_toml());
@@ -27,8 +27,13 @@ pub fn execute(args: &RunArgs) -> Result<i32> {
     let backend = device::resolve(config.train.device)?;
     let threads = super::init_threads(config.train.threads);
     let data = data::load(&config.data).context("loading the dataset")?;
+    let held_out = data
+        .held_out
+        .as_ref()
+        .map(|v| format!(" / {} held out for validation", v.len()))
+        .unwrap_or_default();
     eprintln!(
-        "{}: {} train / {} test images, device {}, {} threads -> {}",
+        "{}: {} train{held_out} / {} test images, device {}, {} threads -> {}",
         config.name,
         data.train.len(),
         data.test.len(),
@@ -47,8 +52,9 @@ pub fn execute(args: &RunArgs) -> Result<i32> {
         } => {
             let summary = run_dir.read_summary()?;
             println!(
-                "done: best val acc {best_val_acc:.4} at epoch {}, {seconds:.1}s -> {}",
+                "done: best val acc {best_val_acc:.4} at epoch {}{}, {seconds:.1}s -> {}",
                 summary.best_epoch.unwrap_or(0),
+                test_words(&summary),
                 run_dir.path.display()
             );
             Ok(0)
@@ -75,18 +81,29 @@ pub fn execute(args: &RunArgs) -> Result<i32> {
 }
 
 fn is_completed(run_dir: &RunDir, config: &config::RunConfig) -> bool {
-    run_dir.read_summary().is_ok_and(|s| {
-        s.status == results::Status::Completed && s.config_hash == config.result_hash()
-    })
+    run_dir
+        .read_summary()
+        .is_ok_and(|s| s.is_finished(config.train.epochs) && s.config_hash == config.result_hash())
 }
 
 fn report_completed(run_dir: &RunDir) -> Result<i32> {
     let summary = run_dir.read_summary()?;
     println!(
-        "{} already completed ({} epochs, best val acc {:.4}); pass --force to train it again",
+        "{} already completed ({} epochs, best val acc {:.4}{}); pass --force to train it again, \
+         or a larger train.epochs to continue it",
         run_dir.path.display(),
         summary.epochs_completed,
-        summary.best_val_acc.unwrap_or(f64::NAN)
+        summary.best_val_acc.unwrap_or(f64::NAN),
+        test_words(&summary)
     );
     Ok(0)
+}
+
+/// ", test acc 0.9871" when the run was scored on a test split it did not
+/// choose its best epoch on.
+pub fn test_words(summary: &results::Summary) -> String {
+    match summary.test_acc {
+        Some(acc) => format!(", test acc {acc:.4} on {} images", summary.test_images),
+        None => ", chosen on the test split".into(),
+    }
 }

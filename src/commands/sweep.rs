@@ -11,11 +11,12 @@ use crate::device;
 use crate::execute::{run_one, Policy, RunOutcome};
 use crate::sweep::grid::Grid;
 use crate::sweep::shard::Shard;
-use crate::sweep::{self, PlannedRun};
+use crate::sweep::{self, Plan, PlannedRun};
 
 pub fn execute(args: &SweepArgs) -> Result<i32> {
     let grid = Grid::load(&args.grid)?;
-    let runs = sweep::plan(&grid, &args.overrides.sets, &args.results_dir)?;
+    let plan = sweep::plan(&grid, &args.overrides.sets, &args.results_dir)?;
+    let runs = &plan.runs;
     let shard = match &args.shard {
         Some(text) => Shard::parse(text)?,
         None => Shard::from_env(|k| std::env::var(k).ok())?.unwrap_or(Shard::ALL),
@@ -37,14 +38,17 @@ pub fn execute(args: &SweepArgs) -> Result<i32> {
     }
     if args.list {
         println!(
-            "# {}: {} points{slice} -> {}",
+            "# {}: {} runs{slice} -> {}",
             grid.name,
             mine.len(),
             args.results_dir.join(&grid.name).display()
         );
+        println!("# numbered as --shard I/N counts: run k belongs to shard k mod N");
+        print_collapsed(&plan);
+        let width = mine.iter().map(|r| r.run_id().len()).max().unwrap_or(0);
         for r in &mine {
             println!(
-                "{:>4}  {:<11}  {}  {}",
+                "{:>4}  {:<11}  {:<width$}  {}",
                 r.index,
                 r.status(),
                 r.run_id(),
@@ -53,6 +57,7 @@ pub fn execute(args: &SweepArgs) -> Result<i32> {
         }
         return Ok(0);
     }
+    print_collapsed(&plan);
     announce(&grid, &mine, &slice, args.retry_failed);
     let policy = Policy {
         force: false,
@@ -130,13 +135,13 @@ pub fn execute(args: &SweepArgs) -> Result<i32> {
             RunOutcome::Failed(reason) => println!("  FAILED: {reason}"),
             RunOutcome::Interrupted => {}
         }
-        sweep::write_record(&grid, &runs, &args.results_dir)?;
+        sweep::write_record(&grid, &plan, &args.results_dir)?;
         if outcome == RunOutcome::Interrupted {
             eprintln!("interrupted; run the sweep again to resume where it stopped");
             return Ok(super::run::EXIT_INTERRUPTED);
         }
     }
-    sweep::write_record(&grid, &runs, &args.results_dir)?;
+    sweep::write_record(&grid, &plan, &args.results_dir)?;
     let mut counts: HashMap<String, usize> = HashMap::new();
     for r in &mine {
         let status = r.status();
@@ -148,13 +153,23 @@ pub fn execute(args: &SweepArgs) -> Result<i32> {
     let mut parts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
     parts.sort();
     println!(
-        "{}: {} points{slice}: {} ({} this time)",
+        "{}: {} runs{slice}: {} ({} this time)",
         grid.name,
         mine.len(),
         parts.join(", "),
         human(started.elapsed().as_secs_f64())
     );
     Ok(if failed > 0 { 1 } else { 0 })
+}
+
+/// Says which grid points resolve to the same config as an earlier one.
+fn print_collapsed(plan: &Plan) {
+    for c in &plan.collapsed {
+        println!(
+            "# point {} ({}) resolves to the same config as point {}: trained once",
+            c.point, c.describe, c.same_as
+        );
+    }
 }
 
 /// Says up front what will be skipped, resumed, retried and trained.
@@ -166,11 +181,11 @@ fn announce(grid: &Grid, runs: &[&PlannedRun], slice: &str, retry_failed: bool) 
     let n = |s: &str| by_status.get(s).copied().unwrap_or(0);
     let failed = if retry_failed { "retried" } else { "skipped" };
     println!(
-        "{}: {} points{slice}: {} completed (skipped), {} interrupted or running (resumed), {} failed ({failed}), {} to train",
+        "{}: {} runs{slice}: {} completed (skipped), {} interrupted, running or short of epochs (resumed), {} failed ({failed}), {} to train",
         grid.name,
         runs.len(),
         n("completed"),
-        n("interrupted") + n("running"),
+        n("interrupted") + n("running") + n(sweep::EXTEND),
         n("failed"),
         n("pending")
     );

@@ -51,11 +51,7 @@ impl std::fmt::Display for Problem {
 
 /// Every key a spec can set, dotted, the optional ones included.
 pub fn known_keys() -> Vec<String> {
-    let mut full = RunConfig::default();
-    full.data.base_url = Some(String::new());
-    full.data.limit_train = Some(1);
-    full.data.limit_test = Some(1);
-    flatten(&full).into_keys().collect()
+    flatten(&RunConfig::default()).into_keys().collect()
 }
 
 const SECTIONS: [&str; 3] = ["data", "model", "train"];

@@ -56,6 +56,71 @@ pub struct DataConfig {
     /// Use only the first N test images.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit_test: Option<usize>,
+    /// What picks the best epoch: the test split (the seed's way) or N
+    /// training images held out of training.
+    pub validation: Validation,
+    /// Which training images are held out: the same for every `train.seed`.
+    pub split_seed: u64,
+}
+
+/// Where the best epoch is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Validation {
+    /// The test split doubles as validation, as in the seed: the best
+    /// epoch is chosen on the data it is scored on.
+    TestSplit,
+    /// This many training images, chosen by `data.split_seed`, are held
+    /// out of training; the test split is used once, at the end.
+    HoldOut(usize),
+}
+
+impl Validation {
+    /// In words, for summaries and reports.
+    pub fn describe(&self) -> String {
+        match self {
+            Validation::TestSplit => "the test split (the seed's way)".into(),
+            Validation::HoldOut(n) => format!("{n} held-out training images"),
+        }
+    }
+}
+
+impl Serialize for Validation {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            Validation::TestSplit => s.serialize_str("test"),
+            Validation::HoldOut(n) => s.serialize_u64(*n as u64),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Validation {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Validation;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("\"test\" or a number of training images to hold out")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Validation, E> {
+                match v {
+                    "test" => Ok(Validation::TestSplit),
+                    other => Err(E::invalid_value(serde::de::Unexpected::Str(other), &self)),
+                }
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<Validation, E> {
+                usize::try_from(v)
+                    .map(Validation::HoldOut)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(v), &self))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<Validation, E> {
+                match u64::try_from(v) {
+                    Ok(v) => self.visit_u64(v),
+                    Err(_) => Err(E::invalid_value(serde::de::Unexpected::Signed(v), &self)),
+                }
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,6 +196,8 @@ impl Default for DataConfig {
             base_url: None,
             limit_train: None,
             limit_test: None,
+            validation: Validation::TestSplit,
+            split_seed: 0,
         }
     }
 }
@@ -205,18 +272,16 @@ impl RunConfig {
         toml::to_string_pretty(self).expect("a RunConfig always serializes to TOML")
     }
 
-    /// Hash of everything that decides the results. Where the data lives and
-    /// how many threads train do not change results, so they are left out:
-    /// moving the data folder must not turn a finished run into a new one.
+    /// Hash of everything that decides a run's numbers: the run's
+    /// identity. `RESULT_NEUTRAL_KEYS` are left out, so moving the data
+    /// folder or asking for more epochs does not make a new run.
     pub fn result_hash(&self) -> String {
         let mut value = serde_json::to_value(self).expect("config serializes");
-        if let Some(data) = value.get_mut("data").and_then(|d| d.as_object_mut()) {
-            for key in ["dir", "download", "base_url"] {
-                data.remove(key);
+        for key in RESULT_NEUTRAL_KEYS {
+            let (section, leaf) = key.split_once('.').expect("dotted key");
+            if let Some(table) = value.get_mut(section).and_then(|t| t.as_object_mut()) {
+                table.remove(leaf);
             }
-        }
-        if let Some(train) = value.get_mut("train").and_then(|t| t.as_object_mut()) {
-            train.remove("threads");
         }
         // serde_json's map is sorted by key, so this text is canonical.
         let canonical = value.to_string();
@@ -224,17 +289,18 @@ impl RunConfig {
         digest.iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    /// Readable, stable run id: the main knobs, then a short config hash.
-    pub fn run_id(&self) -> String {
+    /// The short form of the hash that ends every run folder's name.
+    pub fn short_hash(&self) -> String {
+        self.result_hash()[..8].to_string()
+    }
+
+    /// The readable part of a run folder's name for a config run alone:
+    /// the main knobs (a sweep uses the swept values instead).
+    pub fn label(&self) -> String {
         let t = &self.train;
         format!(
-            "{}-{}-lr{}-bs{}-s{}-{}",
-            self.model.activation,
-            self.model.pooling,
-            t.lr,
-            t.batch_size,
-            t.seed,
-            &self.result_hash()[..8]
+            "{}-{}-lr{}-bs{}-s{}",
+            self.model.activation, self.model.pooling, t.lr, t.batch_size, t.seed
         )
     }
 
@@ -312,6 +378,11 @@ impl RunConfig {
             self.data.limit_test != Some(0),
             "data.limit_test",
             "must be at least 1 when set".into(),
+        );
+        check(
+            self.data.validation != Validation::HoldOut(0),
+            "data.validation",
+            "must be \"test\" or at least 1 held-out image".into(),
         );
         if let Some(url) = &self.data.base_url {
             check(
@@ -452,6 +523,19 @@ fn env_provider() -> Env {
         .split("__")
 }
 
+/// Keys that do not change what a run computes, left out of its identity
+/// (`RunConfig::result_hash`) and out of report columns: where the data
+/// comes from, how many threads train (results are bit-identical), and
+/// the epoch budget (a run asked for more epochs continues from where it
+/// stopped: the first N epochs are the same whatever the budget).
+pub const RESULT_NEUTRAL_KEYS: [&str; 5] = [
+    "data.dir",
+    "data.download",
+    "data.base_url",
+    "train.threads",
+    "train.epochs",
+];
+
 /// Top-level keys only a grid file has (see `sweep::grid`).
 pub const GRID_KEYS: [&str; 6] = ["sweep", "zip", "include", "exclude", "base", "spec"];
 
@@ -521,7 +605,7 @@ pub fn load(sources: &Sources) -> Result<RunConfig> {
 }
 
 /// What each key means, in a few words, for `runner defaults`.
-const KEY_NOTES: [(&str, &str); 19] = [
+const KEY_NOTES: [(&str, &str); 21] = [
     ("dataset", "\"mnist\" or \"fashion-mnist\""),
     ("dir", "folder with the four IDX files (.gz or raw)"),
     ("download", "fetch missing files from the public mirrors"),
@@ -552,7 +636,15 @@ const KEY_NOTES: [(&str, &str); 19] = [
     ("seed", "initial weights and every epoch's shuffle"),
     ("device", "\"auto\", \"cpu\" or \"cuda\""),
     ("threads", "0: one per core; results do not depend on it"),
-    ("epochs", "how many epochs to train"),
+    (
+        "epochs",
+        "the budget: a finished run asked for more continues",
+    ),
+    (
+        "validation",
+        "\"test\" (the seed's way) or N training images held out",
+    ),
+    ("split_seed", "which training images are held out"),
 ];
 
 /// Keys that are unset by default, shown commented out with an example.
@@ -608,7 +700,16 @@ pub fn value_at(config: &RunConfig, key: &str) -> Option<String> {
     })
 }
 
-/// The flat list of dotted keys and values, sorted (for reports and sweeps).
+/// What an unset optional key means: a report shows this, so that a key
+/// unset in one run and set in another is never taken as common.
+const UNSET_MEANINGS: [(&str, &str); 3] = [
+    ("data.base_url", "built-in mirrors"),
+    ("data.limit_train", "all"),
+    ("data.limit_test", "all"),
+];
+
+/// Every key with its value as text, sorted; unset optional keys carry
+/// their meaning (`data.limit_test = all`).
 pub fn flatten(config: &RunConfig) -> BTreeMap<String, String> {
     fn walk(prefix: &str, value: &serde_json::Value, out: &mut BTreeMap<String, String>) {
         match value {
@@ -636,6 +737,10 @@ pub fn flatten(config: &RunConfig) -> BTreeMap<String, String> {
         &serde_json::to_value(config).expect("config serializes"),
         &mut out,
     );
+    for (key, meaning) in UNSET_MEANINGS {
+        out.entry(key.to_string())
+            .or_insert_with(|| meaning.to_string());
+    }
     out
 }
 
@@ -654,11 +759,12 @@ mod tests {
     }
 
     #[test]
-    fn hash_ignores_where_data_lives_and_threads_but_not_lr() {
+    fn hash_ignores_where_data_lives_threads_and_epochs_but_not_lr() {
         let a = RunConfig::default();
         let mut b = a.clone();
         b.data.dir = "/elsewhere".into();
         b.train.threads = 7;
+        b.train.epochs = 99;
         assert_eq!(a.result_hash(), b.result_hash());
         b.train.lr = 0.5;
         assert_ne!(a.result_hash(), b.result_hash());

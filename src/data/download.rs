@@ -162,7 +162,7 @@ fn mirrors(cfg: &DataConfig) -> Vec<String> {
 /// Stops at the first file no mirror could give, with an error that lists
 /// each mirror's reason once and says what to do instead. A folder this
 /// call created is removed again if it stays empty.
-pub fn download_all(cfg: &DataConfig, missing: &[Resource]) -> Result<()> {
+pub fn download_all(cfg: &DataConfig, missing: &[Resource], needed: &[Resource]) -> Result<()> {
     let dir = &cfg.dir;
     let existed = dir.exists();
     let result = missing
@@ -173,14 +173,11 @@ pub fn download_all(cfg: &DataConfig, missing: &[Resource]) -> Result<()> {
         let _ = std::fs::remove_dir(dir);
     }
     result.map_err(|failures| {
-        let all: Vec<String> = resources(cfg.dataset)
-            .iter()
-            .map(|r| format!("{}.gz", r.name))
-            .collect();
+        let all: Vec<String> = needed.iter().map(|r| format!("{}.gz", r.name)).collect();
         anyhow::anyhow!(
             "could not download {} into {}:\n{}\n\
              what to do instead, any one of:\n  \
-             - put the four files in {} (gzipped or raw IDX): {}\n  \
+             - put the files in {} (gzipped or raw IDX): {}\n  \
              - point data.dir at a folder that has them: --set data.dir=PATH\n  \
              - fetch from a mirror you can reach: --set data.base_url=http://HOST/PATH/",
             cfg.dataset,

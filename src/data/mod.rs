@@ -11,7 +11,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::config::DataConfig;
+use crate::config::{DataConfig, Validation};
 
 /// Pixels per image (28 x 28, one channel).
 pub const PIXELS: usize = 28 * 28;
@@ -69,8 +69,47 @@ impl Split {
 
 #[derive(Debug, Clone)]
 pub struct Data {
+    /// The images SGD sees.
     pub train: Split,
+    /// Held out of the training split (`data.validation = N`); None when
+    /// the test split doubles as validation.
+    pub held_out: Option<Split>,
     pub test: Split,
+}
+
+impl Data {
+    /// The split that picks the best epoch.
+    pub fn validation(&self) -> &Split {
+        self.held_out.as_ref().unwrap_or(&self.test)
+    }
+}
+
+impl Split {
+    /// The images at `indices`, in that order.
+    fn select(&self, indices: &[usize]) -> Split {
+        let mut pixels = Vec::with_capacity(indices.len() * PIXELS);
+        for &i in indices {
+            pixels.extend_from_slice(&self.pixels[i * PIXELS..(i + 1) * PIXELS]);
+        }
+        Split {
+            pixels,
+            labels: indices.iter().map(|&i| self.labels[i]).collect(),
+        }
+    }
+
+    /// Splits off `n` images chosen by `split_seed` (a function of the
+    /// seed and the split's size only, so every `train.seed` gets the same
+    /// split): (the rest, the held-out ones), each in its original order.
+    pub fn hold_out(&self, n: usize, split_seed: u64) -> (Split, Split) {
+        let mut rng = ChaCha8Rng::seed_from_u64(split_seed);
+        let mut order: Vec<usize> = (0..self.len()).collect();
+        order.shuffle(&mut rng);
+        let (held, kept) = order.split_at(n.min(self.len()));
+        let (mut held, mut kept) = (held.to_vec(), kept.to_vec());
+        held.sort_unstable();
+        kept.sort_unstable();
+        (self.select(&kept), self.select(&held))
+    }
 }
 
 /// The order in which an epoch visits the training images. It depends only
@@ -121,7 +160,7 @@ fn ensure_files(cfg: &DataConfig, need: Need) -> Result<[Option<PathBuf>; 4]> {
                 names.join(", ")
             );
         }
-        download::download_all(cfg, &missing)?;
+        download::download_all(cfg, &missing, wanted)?;
     }
     Ok(std::array::from_fn(|i| {
         (i >= first).then(|| {
@@ -141,7 +180,28 @@ pub fn load(cfg: &DataConfig) -> Result<Data> {
     if let Some(n) = cfg.limit_train {
         train.truncate(n);
     }
-    Ok(Data { train, test })
+    let held_out =
+        match cfg.validation {
+            Validation::TestSplit => None,
+            Validation::HoldOut(n) => {
+                if n >= train.len() {
+                    bail!(
+                    "data.validation holds out {n} images, but the training split has only {}{}: \
+                     hold out fewer",
+                    train.len(),
+                    if cfg.limit_train.is_some() { " (data.limit_train)" } else { "" }
+                );
+                }
+                let (rest, held) = train.hold_out(n, cfg.split_seed);
+                train = rest;
+                Some(held)
+            }
+        };
+    Ok(Data {
+        train,
+        held_out,
+        test,
+    })
 }
 
 /// Loads the test split alone (downloading only its two files if missing).
@@ -191,6 +251,36 @@ mod tests {
         let mut sorted = a.clone();
         sorted.sort();
         assert_eq!(sorted, (0..100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn hold_out_is_a_seeded_partition_that_keeps_order() {
+        let n = 100;
+        let split = Split {
+            pixels: (0..n * PIXELS).map(|i| (i / PIXELS) as u8).collect(),
+            labels: (0..n).map(|i| i as u8).collect(),
+        };
+        let (rest, held) = split.hold_out(30, 7);
+        assert_eq!((rest.len(), held.len()), (70, 30));
+        let mut all: Vec<u8> = rest.labels.iter().chain(&held.labels).copied().collect();
+        all.sort();
+        assert_eq!(all, split.labels, "every image exactly once");
+        assert!(
+            held.labels.windows(2).all(|w| w[0] < w[1]),
+            "original order"
+        );
+        assert!(
+            rest.labels.windows(2).all(|w| w[0] < w[1]),
+            "original order"
+        );
+        // Pixels travel with their labels.
+        assert_eq!(held.pixels[PIXELS * 3], held.labels[3]);
+        assert_eq!(split.hold_out(30, 7).1.labels, held.labels, "deterministic");
+        assert_ne!(
+            split.hold_out(30, 8).1.labels,
+            held.labels,
+            "the split seed decides"
+        );
     }
 
     #[test]

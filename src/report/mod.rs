@@ -13,18 +13,15 @@ use anyhow::{bail, Result};
 use serde::Serialize;
 use walkdir::WalkDir;
 
-use crate::config::{flatten, RunConfig};
+use crate::config::{flatten, RunConfig, RESULT_NEUTRAL_KEYS};
 use crate::results::{self, EpochMetrics, Status};
 
-/// Keys that do not decide results (see `RunConfig::result_hash`): never
-/// shown as differing columns.
-const IGNORED_KEYS: [&str; 5] = [
-    "data.dir",
-    "data.download",
-    "data.base_url",
-    "train.threads",
-    "name",
-];
+/// Keys never shown as columns or common settings: those that do not
+/// decide results, and the name (the folder says it). `train.epochs` is
+/// among them: the epochs column shows each run's done/budget.
+fn hidden(key: &str) -> bool {
+    key == "name" || RESULT_NEUTRAL_KEYS.contains(&key)
+}
 
 /// One run folder, read.
 #[derive(Debug, Clone, Serialize)]
@@ -40,6 +37,13 @@ pub struct RunRecord {
     pub best_val_acc: Option<f64>,
     pub final_val_acc: Option<f64>,
     pub best_epoch: Option<usize>,
+    /// What chose the best epoch, in words.
+    pub validation: String,
+    /// The best epoch scored on the test split; None when the test split
+    /// was the validation split (then it is `best_val_acc`).
+    pub test_acc: Option<f64>,
+    /// Images in the test split the run was scored on.
+    pub test_images: usize,
     pub epochs_done: usize,
     pub epochs_planned: usize,
     pub wall_seconds: f64,
@@ -91,12 +95,21 @@ pub struct Row {
     pub values: BTreeMap<String, String>,
     /// Run ids in this row.
     pub run_ids: Vec<String>,
+    /// The run's folder, for a row of one run (as `eval` and `predict` take it).
+    pub run_dir: Option<PathBuf>,
     /// e.g. "3 completed" or "2 completed, 1 failed".
     pub status: String,
     pub best_val_acc: Stat,
     pub final_val_acc: Stat,
     pub best_epoch: Stat,
-    pub epochs_done: usize,
+    /// Test accuracy of the best epochs; empty when every run chose its
+    /// best epoch on the test split (`val_is_test`).
+    pub test_acc: Stat,
+    /// Runs of the row whose validation split was the test split.
+    pub val_is_test: usize,
+    /// Epochs done, fewest and most over the row's runs, and the budget.
+    pub epochs_done_min: usize,
+    pub epochs_done_max: usize,
     pub epochs_planned: usize,
     pub wall_seconds: Stat,
     pub images_per_sec: Stat,
@@ -114,6 +127,9 @@ pub struct Report {
     pub columns: Vec<String>,
     /// The keys rows are grouped by, when grouped.
     pub group_by: Option<Vec<String>>,
+    /// The runs were scored on test splits of different sizes (a column
+    /// says which when so).
+    pub test_sizes_differ: bool,
     pub rows: Vec<Row>,
     pub broken: Vec<Broken>,
     #[serde(skip)]
@@ -187,7 +203,7 @@ fn live_status(dir: &Path, status: Status) -> String {
             return "interrupted".into();
         }
     }
-    crate::sweep::status_name(status).into()
+    status.name().into()
 }
 
 fn file_name(dir: &Path, file: &str) -> String {
@@ -227,6 +243,9 @@ pub fn read_run(dir: &Path) -> Result<RunRecord> {
         best_val_acc: summary.best_val_acc,
         final_val_acc: summary.final_val_acc,
         best_epoch: summary.best_epoch,
+        validation: summary.validation.clone(),
+        test_acc: summary.test_acc,
+        test_images: summary.test_images,
         epochs_done: summary.epochs_completed,
         epochs_planned: summary.epochs_planned,
         wall_seconds: summary.wall_seconds,
@@ -253,9 +272,10 @@ fn value_of(run: &RunRecord, key: &str) -> Option<String> {
 
 /// The metrics a row can be sorted by; larger first. Anything else is a
 /// parameter, sorted ascending.
-const METRIC_KEYS: [&str; 6] = [
+const METRIC_KEYS: [&str; 7] = [
     "best_val_acc",
     "final_val_acc",
+    "test_acc",
     "best_epoch",
     "epochs",
     "wall_seconds",
@@ -286,12 +306,12 @@ impl Report {
         }
         let columns: Vec<String> = distinct
             .iter()
-            .filter(|(k, values)| values.len() > 1 && !IGNORED_KEYS.contains(&k.as_str()))
+            .filter(|(k, values)| values.len() > 1 && !hidden(k))
             .map(|(k, _)| k.clone())
             .collect();
         let common: BTreeMap<String, String> = distinct
             .iter()
-            .filter(|(k, values)| values.len() == 1 && !IGNORED_KEYS.contains(&k.as_str()))
+            .filter(|(k, values)| values.len() == 1 && !hidden(k))
             .map(|(k, v)| (k.clone(), v.iter().next().cloned().unwrap_or_default()))
             .collect();
         let group_by = match &options.group_by {
@@ -336,11 +356,17 @@ impl Report {
             rows.truncate(top);
         }
         let columns = group_by.clone().unwrap_or(columns);
+        let sizes: BTreeSet<usize> = runs
+            .iter()
+            .filter(|r| r.test_images > 0)
+            .map(|r| r.test_images)
+            .collect();
         Ok(Report {
             root: root.to_path_buf(),
             common,
             columns,
             group_by,
+            test_sizes_differ: sizes.len() > 1,
             rows,
             broken,
             runs,
@@ -374,7 +400,10 @@ fn row(runs: &[RunRecord], members: Vec<usize>, columns: &[String]) -> Row {
         *statuses.entry(r.status.as_str()).or_default() += 1;
     }
     let status = if rs.len() == 1 {
-        first.status.clone()
+        match (&first.reason, first.status.as_str()) {
+            (Some(reason), "failed") => format!("failed: {reason}"),
+            _ => first.status.clone(),
+        }
     } else {
         statuses
             .iter()
@@ -385,12 +414,16 @@ fn row(runs: &[RunRecord], members: Vec<usize>, columns: &[String]) -> Row {
     Row {
         values,
         run_ids: rs.iter().map(|r| r.run_id.clone()).collect(),
+        run_dir: (rs.len() == 1).then(|| first.dir.clone()),
         status,
         best_val_acc: Stat::of(rs.iter().filter_map(|r| r.best_val_acc)),
         final_val_acc: Stat::of(rs.iter().filter_map(|r| r.final_val_acc)),
         best_epoch: Stat::of(rs.iter().filter_map(|r| r.best_epoch.map(|e| e as f64))),
-        epochs_done: rs.iter().map(|r| r.epochs_done).sum(),
-        epochs_planned: rs.iter().map(|r| r.epochs_planned).sum(),
+        test_acc: Stat::of(rs.iter().filter_map(|r| r.test_acc)),
+        val_is_test: rs.iter().filter(|r| r.test_acc.is_none()).count(),
+        epochs_done_min: rs.iter().map(|r| r.epochs_done).min().unwrap_or(0),
+        epochs_done_max: rs.iter().map(|r| r.epochs_done).max().unwrap_or(0),
+        epochs_planned: rs.iter().map(|r| r.epochs_planned).max().unwrap_or(0),
         wall_seconds: Stat::of(rs.iter().map(|r| r.wall_seconds)),
         images_per_sec: Stat::of(rs.iter().filter_map(|r| r.images_per_sec)),
         members,
@@ -404,7 +437,8 @@ fn sort_rows(rows: &mut [Row], key: Option<&str>) -> Result<()> {
             "best_val_acc" => r.best_val_acc.mean,
             "final_val_acc" => r.final_val_acc.mean,
             "best_epoch" => r.best_epoch.mean,
-            "epochs" => Some(r.epochs_done as f64),
+            "test_acc" => r.test_acc.mean,
+            "epochs" => Some(r.epochs_done_max as f64),
             "wall_seconds" => r.wall_seconds.mean,
             _ => r.images_per_sec.mean,
         };

@@ -20,10 +20,10 @@
 //! "train.lr" = 0.5
 //! ```
 //!
-//! Expansion is deterministic: axes in key order, values in the order
-//! given, then excludes, then includes.
+//! Expansion is deterministic: axes in the order written ([sweep] keys,
+//! then each [[zip]]), the first axis slowest, values in the order given,
+//! then excludes, then includes.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -38,20 +38,22 @@ struct GridFile {
     name: Option<String>,
     base: Option<PathBuf>,
     spec: Option<toml::Table>,
+    // toml's tables keep the file's order (its `preserve_order` feature):
+    // axes expand in the order they are written.
     #[serde(default)]
-    sweep: BTreeMap<String, toml::Value>,
+    sweep: toml::Table,
     #[serde(default)]
-    zip: Vec<BTreeMap<String, toml::Value>>,
+    zip: Vec<toml::Table>,
     #[serde(default)]
-    exclude: Vec<BTreeMap<String, toml::Value>>,
+    exclude: Vec<toml::Table>,
     #[serde(default)]
-    include: Vec<BTreeMap<String, toml::Value>>,
+    include: Vec<toml::Table>,
 }
 
-/// One point of the grid: a value for each swept key.
+/// One point of the grid: a value for each swept key, in the file's order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Point {
-    pub values: BTreeMap<String, toml::Value>,
+    pub values: Vec<(String, toml::Value)>,
 }
 
 impl Point {
@@ -129,8 +131,19 @@ fn at(file: &Path, path: &[&str], msg: String) -> anyhow::Error {
 }
 
 fn check_key(file: &Path, table: &str, key: &str, known: &[String]) -> Result<()> {
-    if known.iter().any(|k| k == key) {
+    if known.iter().any(|k| k == key) && key != "train.epochs" {
         return Ok(());
+    }
+    if key == "train.epochs" {
+        return Err(at(
+            file,
+            &[table, key],
+            format!(
+                "[{table}] `train.epochs` cannot be swept: it is a run's budget, not part of its \
+                 identity, so points differing only in epochs would be one run. Set it once (in \
+                 the base spec or [spec]) to the most you want; metrics.csv has every epoch"
+            ),
+        ));
     }
     let hint = if key == "name" {
         "the sweep sets each run's name".to_string()
@@ -259,6 +272,20 @@ fn same(a: &toml::Value, b: &toml::Value) -> bool {
 }
 
 impl Grid {
+    /// The keys the grid sets per point, in the file's order, and `name`
+    /// (which the grid sets for every run).
+    pub fn swept_keys(&self) -> Vec<&String> {
+        let mut keys: Vec<&String> = Vec::new();
+        for point in &self.points {
+            for (k, _) in &point.values {
+                if !keys.contains(&k) {
+                    keys.push(k);
+                }
+            }
+        }
+        keys
+    }
+
     pub fn load(file: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(file)
             .with_context(|| format!("reading grid file {}", file.display()))?;
@@ -340,7 +367,6 @@ impl Grid {
                 .collect();
             axes.push((keys, rows));
         }
-        axes.sort_by(|a, b| a.0.cmp(&b.0));
         for (what, entries) in [("exclude", &parsed.exclude), ("include", &parsed.include)] {
             for entry in entries {
                 for key in entry.keys() {
@@ -348,17 +374,13 @@ impl Grid {
                 }
             }
         }
-        let mut points = vec![Point {
-            values: BTreeMap::new(),
-        }];
+        let mut points = vec![Point { values: Vec::new() }];
         for (keys, rows) in &axes {
             let mut next = Vec::with_capacity(points.len() * rows.len());
             for point in &points {
                 for row in rows {
                     let mut values = point.values.clone();
-                    for (k, v) in keys.iter().zip(row) {
-                        values.insert(k.clone(), v.clone());
-                    }
+                    values.extend(keys.iter().cloned().zip(row.iter().cloned()));
                     next.push(Point { values });
                 }
             }
@@ -367,7 +389,7 @@ impl Grid {
         points.retain(|p| {
             !parsed.exclude.iter().any(|ex| {
                 ex.iter()
-                    .all(|(k, v)| p.values.get(k).is_some_and(|pv| same(pv, v)))
+                    .all(|(k, v)| p.values.iter().any(|(pk, pv)| pk == k && same(pv, v)))
             })
         });
         for inc in &parsed.include {
@@ -382,6 +404,14 @@ impl Grid {
             .name
             .or_else(|| file.file_stem().map(|s| s.to_string_lossy().into_owned()))
             .unwrap_or_else(|| "sweep".into());
+        // The name is a folder under the results folder: one plain component.
+        let probe = config::RunConfig {
+            name: name.clone(),
+            ..Default::default()
+        };
+        if let Some((_, problem)) = probe.problems().into_iter().find(|(k, _)| *k == "name") {
+            return Err(at(file, &["name"], format!("`name` {problem}")));
+        }
         Ok(Grid {
             file: file.to_path_buf(),
             name,
@@ -434,13 +464,14 @@ mod tests {
 
     #[test]
     fn slug_is_readable_and_safe() {
-        let mut values = BTreeMap::new();
-        values.insert(
-            "model.activation".to_string(),
-            toml::Value::String("relu".into()),
-        );
-        values.insert("train.lr".to_string(), toml::Value::Float(0.01));
-        values.insert("data.dir".to_string(), toml::Value::String("a/b c".into()));
+        let values = vec![
+            ("data.dir".to_string(), toml::Value::String("a/b c".into())),
+            (
+                "model.activation".to_string(),
+                toml::Value::String("relu".into()),
+            ),
+            ("train.lr".to_string(), toml::Value::Float(0.01)),
+        ];
         assert_eq!(Point { values }.slug(), "dir=a_b_c,activation=relu,lr=0.01");
     }
 }

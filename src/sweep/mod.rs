@@ -12,7 +12,7 @@ pub mod shard;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use crate::config::{self, Layer, RunConfig, Sources};
@@ -22,7 +22,8 @@ use grid::{Grid, Point};
 /// A point resolved into a full config and its run folder.
 #[derive(Debug, Clone)]
 pub struct PlannedRun {
-    /// 1-based position in the whole grid.
+    /// 0-based position among the runs to train: the number `--list`
+    /// shows and `--shard I/N` counts (run k belongs to shard k mod N).
     pub index: usize,
     pub point: Point,
     pub config: RunConfig,
@@ -34,28 +35,50 @@ impl PlannedRun {
         self.run_dir.id()
     }
 
-    /// Status from the run folder: pending when it has no summary yet.
+    /// Status from the run folder: pending when it has no summary yet, and
+    /// "to extend" when it completed with fewer epochs than now asked for.
     pub fn status(&self) -> String {
         match self.run_dir.read_summary() {
-            Ok(s) if s.config_hash == self.config.result_hash() => status_name(s.status).into(),
+            Ok(s) if s.config_hash == self.config.result_hash() => {
+                if s.status == Status::Completed && !s.is_finished(self.config.train.epochs) {
+                    EXTEND.into()
+                } else {
+                    s.status.name().into()
+                }
+            }
             _ => "pending".into(),
         }
     }
 }
 
-pub fn status_name(status: Status) -> &'static str {
-    match status {
-        Status::Running => "running",
-        Status::Completed => "completed",
-        Status::Interrupted => "interrupted",
-        Status::Failed => "failed",
-    }
+/// The status of a completed run that has fewer epochs than its budget.
+pub const EXTEND: &str = "to extend";
+
+/// Grid points that resolve to a config already planned: trained once.
+#[derive(Debug, Clone)]
+pub struct Collapsed {
+    /// 1-based positions in the grid file's expansion.
+    pub point: usize,
+    pub same_as: usize,
+    pub describe: String,
+}
+
+/// The runs a grid expands to, and the points that duplicated others.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub runs: Vec<PlannedRun>,
+    pub collapsed: Vec<Collapsed>,
 }
 
 /// Resolves every point of `grid` (base < point < environment < --set),
-/// failing on the first invalid one before any work starts.
-pub fn plan(grid: &Grid, sets: &[String], results_root: &Path) -> Result<Vec<PlannedRun>> {
+/// failing on the first invalid one before any work starts. An override
+/// of a swept key is refused: it would train every point at one value
+/// while naming each after its own.
+pub fn plan(grid: &Grid, sets: &[String], results_root: &Path) -> Result<Plan> {
+    refuse_overrides_of_swept_keys(grid, sets, |k| std::env::var_os(k).is_some())?;
     let mut runs: Vec<PlannedRun> = Vec::new();
+    let mut grid_positions: Vec<usize> = Vec::new();
+    let mut collapsed = Vec::new();
     let total = grid.points.len();
     for (i, point) in grid.points.iter().enumerate() {
         let mut layers = Vec::new();
@@ -65,7 +88,7 @@ pub fn plan(grid: &Grid, sets: &[String], results_root: &Path) -> Result<Vec<Pla
                 spec,
             ));
         }
-        let mut values: Vec<(String, toml::Value)> = point.values.clone().into_iter().collect();
+        let mut values = point.values.clone();
         values.push(("name".into(), toml::Value::String(grid.name.clone())));
         layers.push(Layer {
             label: format!("{} [sweep]", grid.file.display()),
@@ -84,22 +107,62 @@ pub fn plan(grid: &Grid, sets: &[String], results_root: &Path) -> Result<Vec<Pla
                 point.describe()
             )
         })?;
-        let id = format!("{}-{}", point.slug(), &config.result_hash()[..8]);
-        let run_dir = RunDir {
-            path: results_root.join(&config.name).join(id),
-        };
-        // --set can collapse an axis: keep one run per distinct config.
-        if runs.iter().any(|r| r.run_dir.path == run_dir.path) {
+        let hash = config.result_hash();
+        if let Some(k) = runs.iter().position(|r| r.config.result_hash() == hash) {
+            collapsed.push(Collapsed {
+                point: i + 1,
+                same_as: grid_positions[k],
+                describe: point.describe(),
+            });
             continue;
         }
+        let run_dir = RunDir::locate(results_root, &config, &point.slug());
+        grid_positions.push(i + 1);
         runs.push(PlannedRun {
-            index: i + 1,
+            index: runs.len(),
             point: point.clone(),
             config,
             run_dir,
         });
     }
-    Ok(runs)
+    Ok(Plan { runs, collapsed })
+}
+
+/// Fails when `--set` or a `RUNNER_*` variable sets a key the grid sweeps.
+fn refuse_overrides_of_swept_keys(
+    grid: &Grid,
+    sets: &[String],
+    env_has: impl Fn(&str) -> bool,
+) -> Result<()> {
+    let name = "name".to_string();
+    let mut swept: Vec<&String> = grid.swept_keys();
+    swept.push(&name);
+    for set in sets {
+        let key = set.split_once('=').map_or(set.as_str(), |(k, _)| k.trim());
+        if swept.iter().any(|s| s.as_str() == key) {
+            bail!(
+                "--set {set} overrides `{key}`, which {} sweeps: every point would train with \
+                 that one value while named after its own. Drop the --set, or change the \
+                 values of `{key}` in the grid file",
+                grid.file.display()
+            );
+        }
+    }
+    for key in swept {
+        let var = match key.split_once('.') {
+            Some((section, leaf)) => format!("RUNNER_{}__{}", section, leaf).to_uppercase(),
+            None => format!("RUNNER_{key}").to_uppercase(),
+        };
+        if env_has(&var) {
+            bail!(
+                "environment variable {var} overrides `{key}`, which {} sweeps: every point \
+                 would train with that one value while named after its own. Unset it \
+                 (`unset {var}`), or change the values of `{key}` in the grid file",
+                grid.file.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// `sweep.json`: the grid and where each point stands.
@@ -109,6 +172,15 @@ struct SweepRecord<'a> {
     grid_file: String,
     updated_at: String,
     points: Vec<PointRecord>,
+    /// Points of the grid that resolved to the config of an earlier one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    collapsed: Vec<CollapsedRecord>,
+}
+
+#[derive(Debug, Serialize)]
+struct CollapsedRecord {
+    point: usize,
+    same_as: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -120,8 +192,9 @@ struct PointRecord {
 }
 
 /// Rewrites `sweep.json` from the run folders (the truth), atomically.
-pub fn write_record(grid: &Grid, runs: &[PlannedRun], results_root: &Path) -> Result<PathBuf> {
-    let points = runs
+pub fn write_record(grid: &Grid, plan: &Plan, results_root: &Path) -> Result<PathBuf> {
+    let points = plan
+        .runs
         .iter()
         .map(|r| PointRecord {
             index: r.index,
@@ -140,6 +213,14 @@ pub fn write_record(grid: &Grid, runs: &[PlannedRun], results_root: &Path) -> Re
         grid_file: grid.file.display().to_string(),
         updated_at: results::now_rfc3339(),
         points,
+        collapsed: plan
+            .collapsed
+            .iter()
+            .map(|c| CollapsedRecord {
+                point: c.point,
+                same_as: c.same_as,
+            })
+            .collect(),
     };
     let dir = results_root.join(&grid.name);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;

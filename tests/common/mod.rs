@@ -116,3 +116,25 @@ pub fn only_run_dir(results: &Path, name: &str) -> PathBuf {
 pub fn read_json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
+
+/// metrics.csv's lines without the timing columns (epoch to val_acc).
+pub fn rows_without_timings(run: &Path) -> Vec<String> {
+    std::fs::read_to_string(run.join("metrics.csv"))
+        .unwrap()
+        .lines()
+        .map(|l| l.split(',').take(6).collect::<Vec<_>>().join(","))
+        .collect()
+}
+
+/// Every tensor of a safetensors file, by name, as raw bytes.
+pub fn tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut out: Vec<(String, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n, v.data().to_vec()))
+        .collect();
+    out.sort();
+    out
+}

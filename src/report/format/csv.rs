@@ -22,8 +22,12 @@ impl Exporter for Csv {
             "best_val_acc_std",
             "final_val_acc_mean",
             "final_val_acc_std",
+            "test_acc_mean",
+            "test_acc_std",
+            "runs_validated_on_test",
             "best_epoch_mean",
-            "epochs_done",
+            "epochs_done_min",
+            "epochs_done_max",
             "epochs_planned",
             "wall_seconds_mean",
             "images_per_sec_mean",
@@ -43,8 +47,11 @@ impl Exporter for Csv {
             rec.push(row.status.clone());
             rec.extend(pair(&row.best_val_acc));
             rec.extend(pair(&row.final_val_acc));
+            rec.extend(pair(&row.test_acc));
+            rec.push(row.val_is_test.to_string());
             rec.push(num(row.best_epoch.mean));
-            rec.push(row.epochs_done.to_string());
+            rec.push(row.epochs_done_min.to_string());
+            rec.push(row.epochs_done_max.to_string());
             rec.push(row.epochs_planned.to_string());
             rec.push(num(row.wall_seconds.mean));
             rec.push(num(row.images_per_sec.mean));

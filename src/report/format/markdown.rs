@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 
-use super::{metric_cells, preamble, titles, Exporter, METRIC_TITLES};
+use super::{metric_cells, metric_titles, preamble, titles, Exporter};
 use crate::report::Report;
 
 pub struct Markdown;
@@ -18,7 +18,7 @@ impl Exporter for Markdown {
             out.push_str(&format!("{}\n\n", escape(&line)));
         }
         let mut header: Vec<String> = titles(&report.columns);
-        header.extend(METRIC_TITLES.iter().map(|s| s.to_string()));
+        header.extend(metric_titles(report).iter().map(|s| s.to_string()));
         out.push_str(&format!("| {} |\n", header.join(" | ")));
         out.push_str(&format!("|{}|\n", vec!["---"; header.len()].join("|")));
         for row in &report.rows {
@@ -27,7 +27,7 @@ impl Exporter for Markdown {
                 .iter()
                 .map(|c| escape(&row.values[c]))
                 .collect();
-            cells.extend(metric_cells(row).iter().map(|c| escape(c)));
+            cells.extend(metric_cells(report, row).iter().map(|c| escape(c)));
             out.push_str(&format!("| {} |\n", cells.join(" | ")));
         }
         if !report.broken.is_empty() {

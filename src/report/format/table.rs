@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 
-use super::{metric_cells, preamble, titles, Exporter, METRIC_TITLES};
+use super::{metric_cells, metric_titles, preamble, titles, Exporter};
 use crate::report::Report;
 
 pub struct Table;
@@ -11,7 +11,7 @@ impl Exporter for Table {
     fn serialize(&self, report: &Report) -> Result<Vec<u8>> {
         let mut out = preamble(report).join("\n") + "\n\n";
         let mut header: Vec<String> = titles(&report.columns);
-        header.extend(METRIC_TITLES.iter().map(|s| s.to_string()));
+        header.extend(metric_titles(report).iter().map(|s| s.to_string()));
         let body: Vec<Vec<String>> = report
             .rows
             .iter()
@@ -21,7 +21,7 @@ impl Exporter for Table {
                     .iter()
                     .map(|c| row.values[c].clone())
                     .collect();
-                cells.extend(metric_cells(row));
+                cells.extend(metric_cells(report, row));
                 cells
             })
             .collect();
