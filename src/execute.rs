@@ -62,7 +62,10 @@ pub fn try_lock(run_dir: &RunDir) -> Result<Option<RunLock>> {
         .open(&path)
         .with_context(|| format!("opening lock file {}", path.display()))?;
     match file.try_lock() {
-        Ok(()) => Ok(Some(RunLock { _file: file })),
+        Ok(()) => {
+            run_dir.remove_stale_temporaries();
+            Ok(Some(RunLock { _file: file }))
+        }
         Err(std::fs::TryLockError::WouldBlock) => Ok(None),
         Err(std::fs::TryLockError::Error(e)) => {
             Err(e).with_context(|| format!("locking {}", path.display()))
@@ -87,7 +90,21 @@ pub fn run_one(
         .read_summary()
         .ok()
         .filter(|s| s.config_hash == config.result_hash());
-    if !policy.force {
+    // A completed run's best checkpoint must be readable to count as done;
+    // training is deterministic, so a damaged one is repaired by training
+    // the run again from scratch: the same bits.
+    let best_file = run_dir.file(results::BEST_FILE);
+    let best_damaged = previous
+        .as_ref()
+        .is_some_and(|s| s.status == Status::Completed && Weights::load(&best_file).is_err());
+    if best_damaged {
+        eprintln!(
+            "{} is damaged: training the run again from scratch (deterministic: the same bits)",
+            best_file.display()
+        );
+    }
+    let force = policy.force || best_damaged;
+    if !force {
         match previous.as_ref().map(|s| s.status) {
             // Completed with fewer epochs than now asked for: continue it.
             Some(Status::Completed)
@@ -104,23 +121,27 @@ pub fn run_one(
             _ => {}
         }
     }
-    let resume = if policy.force
-        || previous
-            .as_ref()
-            .is_some_and(|s| s.status == Status::Failed)
-    {
+    let failed_before = previous
+        .as_ref()
+        .is_some_and(|s| s.status == Status::Failed);
+    let resume = if force || failed_before {
         None
     } else {
-        TrainState::load(&run_dir.file(results::STATE_FILE), &config.result_hash()).ok()
+        resumable_state(config, run_dir)
     };
-    // Rows for the epochs the saved state covers; later rows are redone.
+    // Rows for the epochs the saved state covers, checked: exactly 1..=k.
     let rows = match &resume {
         Some(state) => {
-            let rows =
-                results::read_metrics(&run_dir.file(results::METRICS_FILE)).unwrap_or_default();
-            rows.into_iter()
-                .filter(|r| r.epoch <= state.epochs_done)
-                .collect()
+            let (rows, dropped) =
+                results::recover_metrics(&run_dir.file(results::METRICS_FILE), state.epochs_done)?;
+            if dropped > 0 {
+                eprintln!(
+                    "{}: dropped {dropped} damaged or duplicated line(s); rows 1-{} kept",
+                    run_dir.file(results::METRICS_FILE).display(),
+                    state.epochs_done
+                );
+            }
+            rows
         }
         None => {
             for stale in [results::BEST_FILE, results::STATE_FILE] {
@@ -176,6 +197,28 @@ pub fn run_one(
         Ok(Outcome::Interrupted { .. }) => RunOutcome::Interrupted,
         Err(e) => RunOutcome::Failed(format!("{e:#}")),
     })
+}
+
+/// The saved state to resume from, if there is one that can be trusted:
+/// it must load, and the best checkpoint it counts on must be readable.
+/// Otherwise the run starts again from scratch, saying why.
+fn resumable_state(config: &RunConfig, run_dir: &RunDir) -> Option<TrainState> {
+    let path = run_dir.file(results::STATE_FILE);
+    if !path.exists() {
+        return None;
+    }
+    let problem = match TrainState::load(&path, &config.result_hash()) {
+        Err(e) => format!("{e:#}"),
+        Ok(state) => {
+            let best = run_dir.file(results::BEST_FILE);
+            match (state.best_epoch, Weights::load(&best)) {
+                (Some(_), Err(e)) => format!("{e:#}"),
+                _ => return Some(state),
+            }
+        }
+    };
+    eprintln!("cannot resume ({problem}): training the run again from scratch");
+    None
 }
 
 struct Fit<'a, 'r> {

@@ -40,10 +40,13 @@ impl DeviceTask for Probabilities<'_> {
         let mut trainer = Trainer::new(dev, ops, self.config);
         trainer.model = LeNet5::from_weights(&trainer.dev, &self.config.model, self.weights)?;
         let mut out = Vec::with_capacity(self.images.len() / PIXELS);
-        for chunk in self
-            .images
-            .chunks(self.config.train.eval_batch_size * PIXELS)
-        {
+        for chunk in self.images.chunks(
+            self.config
+                .train
+                .eval_batch_size
+                .clamp(1, 1 << 20)
+                .saturating_mul(PIXELS),
+        ) {
             let logits = trainer.logits(chunk.to_vec(), chunk.len() / PIXELS);
             for row in logits.chunks_exact(CLASSES) {
                 let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);

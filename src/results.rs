@@ -3,6 +3,7 @@
 //! written whole to a temporary file in the same folder and then renamed
 //! over the old one, so a crash never leaves a half-written file.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -108,6 +109,17 @@ impl Status {
     }
 }
 
+/// A label cut to at most `MAX_LABEL` bytes (a folder name must stay under
+/// the file system's 255): the hash after it keeps the name unique.
+fn bounded(label: &str) -> &str {
+    const MAX_LABEL: usize = 120;
+    let mut end = label.len().min(MAX_LABEL);
+    while !label.is_char_boundary(end) {
+        end -= 1;
+    }
+    &label[..end]
+}
+
 /// A run's folder and the files in it.
 #[derive(Debug, Clone)]
 pub struct RunDir {
@@ -140,7 +152,7 @@ impl RunDir {
             found.into_iter().next()
         });
         RunDir {
-            path: existing.unwrap_or_else(|| parent.join(format!("{label}{suffix}"))),
+            path: existing.unwrap_or_else(|| parent.join(format!("{}{suffix}", bounded(label)))),
         }
     }
 
@@ -152,9 +164,44 @@ impl RunDir {
             .unwrap_or_default()
     }
 
+    /// Creates the folder. The results root may be a symbolic link (a
+    /// results folder on another disk); `<name>/` and the run folder below
+    /// it may not: a link there would put a run outside the results folder.
     pub fn create(&self) -> Result<()> {
+        for dir in [self.path.parent(), Some(self.path.as_path())]
+            .into_iter()
+            .flatten()
+        {
+            if dir
+                .symlink_metadata()
+                .is_ok_and(|m| m.file_type().is_symlink())
+            {
+                anyhow::bail!(
+                    "{} is a symbolic link: runner writes runs only inside the results folder \
+                     (a link at the results folder itself is followed); remove the link",
+                    dir.display()
+                );
+            }
+        }
         std::fs::create_dir_all(&self.path)
             .with_context(|| format!("creating run folder {}", self.path.display()))
+    }
+
+    /// Removes the temporary files a write killed midway left behind
+    /// (`.tmp-*`): call it holding the folder's lock, when no write is live.
+    pub fn remove_stale_temporaries(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.path) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(crate::atomic::TEMP_PREFIX)
+            {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
     }
 
     pub fn file(&self, name: &str) -> PathBuf {
@@ -183,6 +230,11 @@ impl RunDir {
 
     pub fn read_summary(&self) -> Result<Summary> {
         read_summary(&self.file(SUMMARY_FILE))
+    }
+
+    /// The best checkpoint loads: a completed run without one is not done.
+    pub fn best_is_readable(&self) -> bool {
+        crate::checkpoint::Weights::load(&self.file(BEST_FILE)).is_ok()
     }
 }
 
@@ -215,6 +267,60 @@ pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
         .enumerate()
         .map(|(i, row)| row.with_context(|| format!("{}: row {}", path.display(), i + 2)))
         .collect()
+}
+
+/// The rows for epochs 1..=`k` of a metrics.csv, as a resume needs them,
+/// and how many lines were dropped. Tolerates what a kill or a hand can
+/// leave (rows past `k`, an unparseable line, an exact duplicate) and
+/// refuses what cannot be recovered truthfully (a missing epoch, two
+/// different rows for one epoch).
+pub fn recover_metrics(path: &Path, k: usize) -> Result<(Vec<EpochMetrics>, usize)> {
+    if k == 0 {
+        return Ok((Vec::new(), 0));
+    }
+    let refuse = |what: String| {
+        anyhow::anyhow!(
+            "{}: {what}, but the saved state covers {k} epochs: the run cannot be resumed \
+             truthfully; pass --force (run) or delete the run folder (sweep) to train it again",
+            path.display()
+        )
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| refuse(format!("unreadable ({e})")))?;
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_reader(text.as_bytes());
+    let headers = reader
+        .headers()
+        .cloned()
+        .map_err(|e| refuse(e.to_string()))?;
+    let mut by_epoch: BTreeMap<usize, EpochMetrics> = BTreeMap::new();
+    let mut dropped = 0;
+    for record in reader.records() {
+        let row: Option<EpochMetrics> =
+            record.ok().and_then(|r| r.deserialize(Some(&headers)).ok());
+        match row {
+            None => dropped += 1,
+            Some(row) if row.epoch == 0 => dropped += 1,
+            Some(row) if row.epoch > k => {}
+            Some(row) => match by_epoch.get(&row.epoch) {
+                None => {
+                    by_epoch.insert(row.epoch, row);
+                }
+                Some(first) if *first == row => dropped += 1,
+                Some(_) => {
+                    return Err(refuse(format!(
+                        "two different rows for epoch {}",
+                        row.epoch
+                    )))
+                }
+            },
+        }
+    }
+    let missing: Vec<usize> = (1..=k).filter(|e| !by_epoch.contains_key(e)).collect();
+    if !missing.is_empty() {
+        return Err(refuse(format!("no readable row for epoch(s) {missing:?}")));
+    }
+    Ok((by_epoch.into_values().collect(), dropped))
 }
 
 pub fn read_summary(path: &Path) -> Result<Summary> {

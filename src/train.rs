@@ -191,7 +191,7 @@ impl<D: Device<f32>, O: ConvOps<D>> Trainer<D, O> {
         let (mut loss, mut correct) = (0.0, 0);
         let (mut pixels, mut labels) = (Vec::new(), Vec::new());
         let all: Vec<usize> = (0..split.len()).collect();
-        for idx in all.chunks(batch_size) {
+        for idx in all.chunks(batch_size.clamp(1, split.len().max(1))) {
             split.gather(idx, &mut pixels, &mut labels);
             let logits = self.logits(std::mem::take(&mut pixels), idx.len());
             let (l, c) = score(&logits, &labels);
@@ -251,7 +251,9 @@ impl<D: Device<f32>, O: ConvOps<D>> Trainer<D, O> {
                 data.validation().len()
             );
         }
-        let batches = n.div_ceil(t.batch_size);
+        // As PyTorch's DataLoader: a batch larger than the split is the split.
+        let batch_size = t.batch_size.min(n);
+        let batches = n.div_ceil(batch_size);
         let mut best: Option<(usize, f64)> = None;
         let mut first_epoch = 0;
         if let Some(state) = resume {
@@ -259,13 +261,13 @@ impl<D: Device<f32>, O: ConvOps<D>> Trainer<D, O> {
             first_epoch = state.epochs_done;
             best = state.best_epoch.zip(state.best_val_acc);
         }
-        let (mut pixels, mut labels) = (Vec::with_capacity(t.batch_size * PIXELS), Vec::new());
+        let (mut pixels, mut labels) = (Vec::with_capacity(batch_size * PIXELS), Vec::new());
         for epoch in first_epoch..t.epochs {
             let lr = config.lr_at_epoch(epoch);
             let started = Instant::now();
             let order = epoch_order(n, t.seed, epoch);
             let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
-            for (b, idx) in order.chunks(t.batch_size).enumerate() {
+            for (b, idx) in order.chunks(batch_size).enumerate() {
                 if INTERRUPTED.load(Ordering::SeqCst) {
                     return Ok(Outcome::Interrupted { epochs_done: epoch });
                 }
@@ -273,9 +275,14 @@ impl<D: Device<f32>, O: ConvOps<D>> Trainer<D, O> {
                 let (l, c) = self.train_step(std::mem::take(&mut pixels), &labels, lr as f32);
                 if !l.is_finite() {
                     bail!(
-                        "loss became {l} in epoch {} batch {} (lr {lr} too high?)",
+                        "loss became {l} in epoch {} batch {} ({} too high?)",
                         epoch + 1,
-                        b + 1
+                        b + 1,
+                        if t.weight_decay > 0.0 {
+                            format!("lr {lr} or weight_decay {}", t.weight_decay)
+                        } else {
+                            format!("lr {lr}")
+                        }
                     );
                 }
                 loss_sum += l;

@@ -23,6 +23,15 @@ pub fn execute(args: &PredictArgs) -> Result<i32> {
         );
     }
     let config = config::load(&Sources::new(Some(&spec), &args.overrides.sets))?;
+    if let Some(out) = &args.out {
+        if out.is_dir() {
+            bail!(
+                "--out {} is a folder: give a file name, e.g. {}",
+                out.display(),
+                out.join("predictions.png").display()
+            );
+        }
+    }
     let weights = Weights::load(&args.run_dir.join(results::BEST_FILE))?;
     let (names, images, labels): (Vec<String>, Vec<f32>, Vec<Option<usize>>) = match &args.images {
         Some(dir) => {
@@ -94,6 +103,9 @@ fn png_files(dir: &Path) -> Result<Vec<PathBuf>> {
         .with_context(|| format!("reading {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")))
+        // Regular files only (symlinks to them too): a FIFO or a device
+        // named *.png would block or never end.
+        .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file()))
         .collect();
     files.sort();
     if files.is_empty() {

@@ -84,6 +84,7 @@ fn is_completed(run_dir: &RunDir, config: &config::RunConfig) -> bool {
     run_dir
         .read_summary()
         .is_ok_and(|s| s.is_finished(config.train.epochs) && s.config_hash == config.result_hash())
+        && run_dir.best_is_readable()
 }
 
 fn report_completed(run_dir: &RunDir) -> Result<i32> {

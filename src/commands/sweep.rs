@@ -68,6 +68,7 @@ pub fn execute(args: &SweepArgs) -> Result<i32> {
     let started = Instant::now();
     let mut trained_seconds = Vec::new();
     let mut failed = 0;
+    let mut failed_early = 0;
     for (k, run) in mine.iter().enumerate() {
         let remaining = mine.len() - k;
         let eta = if trained_seconds.is_empty() {
@@ -102,20 +103,15 @@ pub fn execute(args: &SweepArgs) -> Result<i32> {
             }
             _ => {}
         }
-        let key = serde_json::to_string(&run.config.data)?;
-        if !datasets.contains_key(&key) {
-            let data = data::load(&run.config.data).context("loading the dataset")?;
-            datasets.insert(key.clone(), data);
-        }
-        let backend = device::resolve(run.config.train.device)?;
-        let outcome = run_one(
-            &run.config,
-            &datasets[&key],
-            &run.run_dir,
-            backend,
-            threads,
-            policy,
-        )?;
+        // An error before training (data, device, the run folder) fails
+        // this point; the sweep goes on and exits 1 at the end.
+        let outcome = match train_point(run, &mut datasets, threads, policy) {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                failed_early += 1;
+                RunOutcome::Failed(format!("before training: {e:#}"))
+            }
+        };
         match &outcome {
             RunOutcome::Completed {
                 best_val_acc,
@@ -135,13 +131,13 @@ pub fn execute(args: &SweepArgs) -> Result<i32> {
             RunOutcome::Failed(reason) => println!("  FAILED: {reason}"),
             RunOutcome::Interrupted => {}
         }
-        sweep::write_record(&grid, &plan, &args.results_dir)?;
+        write_record(&grid, &plan, &args.results_dir);
         if outcome == RunOutcome::Interrupted {
             eprintln!("interrupted; run the sweep again to resume where it stopped");
             return Ok(super::run::EXIT_INTERRUPTED);
         }
     }
-    sweep::write_record(&grid, &plan, &args.results_dir)?;
+    write_record(&grid, &plan, &args.results_dir);
     let mut counts: HashMap<String, usize> = HashMap::new();
     for r in &mine {
         let status = r.status();
@@ -159,7 +155,41 @@ pub fn execute(args: &SweepArgs) -> Result<i32> {
         parts.join(", "),
         human(started.elapsed().as_secs_f64())
     );
-    Ok(if failed > 0 { 1 } else { 0 })
+    if failed_early > 0 {
+        println!("{failed_early} point(s) failed before training (above)");
+    }
+    Ok(if failed + failed_early > 0 { 1 } else { 0 })
+}
+
+/// Loads the point's data (once per distinct data config) and trains it.
+fn train_point(
+    run: &PlannedRun,
+    datasets: &mut HashMap<String, Data>,
+    threads: usize,
+    policy: Policy,
+) -> Result<RunOutcome> {
+    let key = serde_json::to_string(&run.config.data)?;
+    if !datasets.contains_key(&key) {
+        let data = data::load(&run.config.data).context("loading the dataset")?;
+        datasets.insert(key.clone(), data);
+    }
+    let backend = device::resolve(run.config.train.device)?;
+    run_one(
+        &run.config,
+        &datasets[&key],
+        &run.run_dir,
+        backend,
+        threads,
+        policy,
+    )
+}
+
+/// sweep.json is a convenience copy of what the run folders say: failing
+/// to write it (a read-only folder after every run was done) is a warning.
+fn write_record(grid: &Grid, plan: &Plan, results_dir: &std::path::Path) {
+    if let Err(e) = sweep::write_record(grid, plan, results_dir) {
+        eprintln!("warning: sweep.json not updated: {e:#}");
+    }
 }
 
 /// Says which grid points resolve to the same config as an earlier one.
@@ -181,11 +211,11 @@ fn announce(grid: &Grid, runs: &[&PlannedRun], slice: &str, retry_failed: bool) 
     let n = |s: &str| by_status.get(s).copied().unwrap_or(0);
     let failed = if retry_failed { "retried" } else { "skipped" };
     println!(
-        "{}: {} runs{slice}: {} completed (skipped), {} interrupted, running or short of epochs (resumed), {} failed ({failed}), {} to train",
+        "{}: {} runs{slice}: {} completed (skipped), {} interrupted, running, short of epochs or damaged (resumed), {} failed ({failed}), {} to train",
         grid.name,
         runs.len(),
         n("completed"),
-        n("interrupted") + n("running") + n(sweep::EXTEND),
+        n("interrupted") + n("running") + n(sweep::EXTEND) + n(sweep::DAMAGED),
         n("failed"),
         n("pending")
     );

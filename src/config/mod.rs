@@ -300,7 +300,11 @@ impl RunConfig {
         let t = &self.train;
         format!(
             "{}-{}-lr{}-bs{}-s{}",
-            self.model.activation, self.model.pooling, t.lr, t.batch_size, t.seed
+            self.model.activation,
+            self.model.pooling,
+            short_number(t.lr),
+            t.batch_size,
+            t.seed
         )
     }
 
@@ -314,6 +318,7 @@ impl RunConfig {
             }
         };
         let name_ok = !self.name.is_empty()
+            && self.name.len() <= 100
             && self.name != "."
             && self.name != ".."
             && self
@@ -324,11 +329,15 @@ impl RunConfig {
             name_ok,
             "name",
             format!(
-                "{:?} must be non-empty and use only letters, digits, '-', '_' and '.' (it names a folder)",
+                "{:?} must be 1 to 100 letters, digits, '-', '_' or '.' (it names a folder)",
                 self.name
             ),
         );
-        check(t.epochs >= 1, "train.epochs", "must be at least 1".into());
+        check(
+            (1..=MAX_EPOCHS).contains(&t.epochs),
+            "train.epochs",
+            format!("must be from 1 to {MAX_EPOCHS}, got {}", t.epochs),
+        );
         check(
             t.batch_size >= 1,
             "train.batch_size",
@@ -535,6 +544,19 @@ pub const RESULT_NEUTRAL_KEYS: [&str; 5] = [
     "train.threads",
     "train.epochs",
 ];
+
+/// More epochs than anyone trains LeNet-5 for; a bound the loop can honour.
+pub const MAX_EPOCHS: usize = 1_000_000;
+
+/// A number as a run folder shows it: short, and read back exactly
+/// (`0.01`, `1e-5`, `1e308`, never 309 digits).
+pub fn short_number(x: f64) -> String {
+    if x != 0.0 && (x.abs() >= 1e5 || x.abs() < 1e-4) {
+        format!("{x:e}")
+    } else {
+        format!("{x}")
+    }
+}
 
 /// Top-level keys only a grid file has (see `sweep::grid`).
 pub const GRID_KEYS: [&str; 6] = ["sweep", "zip", "include", "exclude", "base", "spec"];

@@ -21,6 +21,10 @@ pub enum IdxError {
         found: [u8; 4],
         dims: u8,
     },
+    #[error("{file}: holds more than the {expected} data bytes its header says")]
+    TooLong { file: String, expected: usize },
+    #[error("{file}: header promises {dims:?} items, more than runner reads (at most {MAX_DATA_BYTES} bytes)")]
+    TooLarge { file: String, dims: Vec<usize> },
     #[error("{file}: header says {expected} data bytes but the file holds {actual}")]
     WrongLength {
         file: String,
@@ -57,29 +61,78 @@ pub struct IdxImages {
     pub pixels: Vec<u8>,
 }
 
-/// Reads a whole file, gunzipping it when it starts with the gzip magic.
-pub fn read_maybe_gzipped(path: &Path) -> Result<Vec<u8>, IdxError> {
+/// The most data bytes an IDX file may promise: 4 GiB, eight times
+/// MNIST's training images. A header asking for more is refused before
+/// anything is inflated.
+pub const MAX_DATA_BYTES: usize = 1 << 32;
+
+/// Reads an IDX file, gunzipping it when it starts with the gzip magic:
+/// the header first, then exactly the bytes it promises (one more is
+/// read only to tell a too-long file). A gzip bomb or a huge file is
+/// never inflated beyond what its header says.
+fn read_idx(path: &Path, dims: u8) -> Result<(Vec<usize>, Vec<u8>), IdxError> {
+    let file = path.display().to_string();
     let io = |e: std::io::Error| IdxError::Io {
-        file: path.display().to_string(),
+        file: file.clone(),
         reason: e.to_string(),
     };
-    let raw = std::fs::read(path).map_err(io)?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::with_capacity(raw.len() * 4);
-        flate2::read::GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(io)?;
-        Ok(out)
-    } else {
-        Ok(raw)
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if !meta.is_file() {
+        return Err(IdxError::Io {
+            file: file.clone(),
+            reason: "not a regular file".into(),
+        });
     }
+    let mut buffered = std::io::BufReader::new(std::fs::File::open(path).map_err(io)?);
+    let gzipped = std::io::BufRead::fill_buf(&mut buffered)
+        .map_err(io)?
+        .starts_with(&[0x1f, 0x8b]);
+    let mut reader: Box<dyn Read> = if gzipped {
+        Box::new(flate2::read::GzDecoder::new(buffered))
+    } else {
+        Box::new(buffered)
+    };
+    let header_len = 4 + 4 * dims as usize;
+    let mut header = Vec::with_capacity(header_len);
+    reader
+        .by_ref()
+        .take(header_len as u64)
+        .read_to_end(&mut header)
+        .map_err(io)?;
+    let (shape, _) = parse_header(&file, &header, dims, false)?;
+    let expected = shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .filter(|&n| n <= MAX_DATA_BYTES)
+        .ok_or_else(|| IdxError::TooLarge {
+            file: file.clone(),
+            dims: shape.clone(),
+        })?;
+    let mut data = Vec::with_capacity(expected.min(64 << 20));
+    reader
+        .take(expected as u64 + 1)
+        .read_to_end(&mut data)
+        .map_err(io)?;
+    if data.len() > expected {
+        return Err(IdxError::TooLong { file, expected });
+    }
+    if data.len() != expected {
+        return Err(IdxError::WrongLength {
+            file,
+            expected,
+            actual: data.len(),
+        });
+    }
+    Ok((shape, data))
 }
 
 /// Checks the magic and returns the dimensions and the data that follows.
+/// With `whole`, `bytes` is the whole file and its data length is checked.
 fn parse_header<'a>(
     file: &str,
     bytes: &'a [u8],
     dims: u8,
+    whole: bool,
 ) -> Result<(Vec<usize>, &'a [u8]), IdxError> {
     let header_len = 4 + 4 * dims as usize;
     if bytes.len() < header_len {
@@ -101,8 +154,11 @@ fn parse_header<'a>(
         .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
         .collect();
     let data = &bytes[header_len..];
-    let expected = shape.iter().product::<usize>();
-    if data.len() != expected {
+    let expected = shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .unwrap_or(usize::MAX);
+    if whole && data.len() != expected {
         return Err(IdxError::WrongLength {
             file: file.into(),
             expected,
@@ -113,7 +169,11 @@ fn parse_header<'a>(
 }
 
 pub fn parse_images(file: &str, bytes: &[u8]) -> Result<IdxImages, IdxError> {
-    let (shape, data) = parse_header(file, bytes, 3)?;
+    let (shape, data) = parse_header(file, bytes, 3, true)?;
+    images_from(file, &shape, data)
+}
+
+fn images_from(file: &str, shape: &[usize], data: &[u8]) -> Result<IdxImages, IdxError> {
     let (count, rows, cols) = (shape[0], shape[1], shape[2]);
     if rows != 28 || cols != 28 {
         return Err(IdxError::WrongImageSize {
@@ -131,7 +191,11 @@ pub fn parse_images(file: &str, bytes: &[u8]) -> Result<IdxImages, IdxError> {
 }
 
 pub fn parse_labels(file: &str, bytes: &[u8]) -> Result<Vec<u8>, IdxError> {
-    let (_, data) = parse_header(file, bytes, 1)?;
+    let (_, data) = parse_header(file, bytes, 1, true)?;
+    labels_from(file, data)
+}
+
+fn labels_from(file: &str, data: &[u8]) -> Result<Vec<u8>, IdxError> {
     if let Some((index, &label)) = data.iter().enumerate().find(|(_, &l)| l > 9) {
         return Err(IdxError::BadLabel {
             file: file.into(),
@@ -143,11 +207,13 @@ pub fn parse_labels(file: &str, bytes: &[u8]) -> Result<Vec<u8>, IdxError> {
 }
 
 pub fn read_images(path: &Path) -> Result<IdxImages, IdxError> {
-    parse_images(&path.display().to_string(), &read_maybe_gzipped(path)?)
+    let (shape, data) = read_idx(path, 3)?;
+    images_from(&path.display().to_string(), &shape, &data)
 }
 
 pub fn read_labels(path: &Path) -> Result<Vec<u8>, IdxError> {
-    parse_labels(&path.display().to_string(), &read_maybe_gzipped(path)?)
+    let (_, data) = read_idx(path, 1)?;
+    labels_from(&path.display().to_string(), &data)
 }
 
 /// Encodes images as IDX (used by tests and tools that write small sets).
@@ -234,6 +300,34 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn a_gzip_bomb_is_stopped_at_what_its_header_promises() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bomb.gz");
+        // A header promising one image, then 64 MB of zeros.
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        enc.write_all(&encode_images(1, &[0; 784])).unwrap();
+        enc.write_all(&vec![0u8; 64 << 20]).unwrap();
+        std::fs::write(&path, enc.finish().unwrap()).unwrap();
+        assert!(matches!(
+            read_images(&path),
+            Err(IdxError::TooLong { expected: 784, .. })
+        ));
+        // A header promising far more than runner reads is refused before inflating.
+        let mut huge = vec![0, 0, 8, 3];
+        for d in [u32::MAX, 28, 28] {
+            huge.extend_from_slice(&d.to_be_bytes());
+        }
+        std::fs::write(&path, &huge).unwrap();
+        assert!(matches!(read_images(&path), Err(IdxError::TooLarge { .. })));
+        // A folder named like the file is no file.
+        let folder = dir.path().join("folder.gz");
+        std::fs::create_dir(&folder).unwrap();
+        let err = read_images(&folder).unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
     }
 
     #[test]

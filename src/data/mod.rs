@@ -122,12 +122,13 @@ pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     order
 }
 
-/// Finds `<name>.gz` or `<name>` in `dir`.
+/// Finds `<name>.gz` or `<name>` in `dir`: whatever is there by that name
+/// (reading it says so when it is a folder or a device, not a file).
 fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
     [format!("{name}.gz"), name.to_string()]
         .into_iter()
         .map(|f| dir.join(f))
-        .find(|p| p.is_file())
+        .find(|p| p.symlink_metadata().is_ok())
 }
 
 /// Which splits a command needs: `eval` and `predict` need only the test split.
@@ -144,6 +145,11 @@ fn ensure_files(cfg: &DataConfig, need: Need) -> Result<[Option<PathBuf>; 4]> {
     let resources = download::resources(cfg.dataset);
     let first = if need == Need::TestOnly { 2 } else { 0 };
     let wanted = &resources[first..];
+    if let Err(e) = std::fs::read_dir(&cfg.dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            bail!("cannot read the data folder {}: {e}", cfg.dir.display());
+        }
+    }
     let missing: Vec<_> = wanted
         .iter()
         .filter(|r| find_file(&cfg.dir, r.name).is_none())

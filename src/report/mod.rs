@@ -221,6 +221,28 @@ pub fn read_run(dir: &Path) -> Result<RunRecord> {
     } else {
         Vec::new()
     };
+    if let Some((i, row)) = metrics.iter().enumerate().find(|(i, r)| r.epoch != i + 1) {
+        bail!(
+            "{}: row {} is epoch {} (rows must be epochs 1, 2, 3, ... once each): rerun to repair",
+            file_name(dir, results::METRICS_FILE),
+            i + 2,
+            row.epoch
+        );
+    }
+    if summary.status == Status::Completed {
+        if metrics.len() != summary.epochs_completed {
+            bail!(
+                "{} has {} rows but summary.json says {} epochs completed",
+                file_name(dir, results::METRICS_FILE),
+                metrics.len(),
+                summary.epochs_completed
+            );
+        }
+        let best = dir.join(results::BEST_FILE);
+        if let Err(e) = crate::checkpoint::Weights::load(&best) {
+            bail!("{e:#}: rerun it to repair (training is deterministic)");
+        }
+    }
     if metrics.len() < summary.epochs_completed {
         bail!(
             "{} has {} rows but summary.json says {} epochs completed",

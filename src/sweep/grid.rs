@@ -97,6 +97,7 @@ impl Point {
 pub fn plain(v: &toml::Value) -> String {
     match v {
         toml::Value::String(s) => s.clone(),
+        toml::Value::Float(f) => config::short_number(*f),
         other => other.to_string(),
     }
 }
@@ -178,17 +179,26 @@ fn values_of(file: &Path, table: &str, key: &str, value: &toml::Value) -> Result
     Ok(values)
 }
 
+/// The most values one range may expand to, and the most points a grid
+/// may have: far beyond any grid a machine trains, small enough to plan.
+pub const MAX_POINTS: usize = 100_000;
+
 fn number(range: &toml::Table, key: &str) -> Result<Option<f64>> {
-    match range.get(key) {
-        None => Ok(None),
-        Some(toml::Value::Integer(i)) => Ok(Some(*i as f64)),
-        Some(toml::Value::Float(f)) => Ok(Some(*f)),
+    let value = match range.get(key) {
+        None => return Ok(None),
+        Some(toml::Value::Integer(i)) => *i as f64,
+        Some(toml::Value::Float(f)) => *f,
         Some(other) => bail!("range `{key}` must be a number, found {}", other.type_str()),
+    };
+    if !value.is_finite() {
+        bail!("range `{key}` must be a finite number, got {value}");
     }
+    Ok(Some(value))
 }
 
 /// `{ start, stop, num [, log] }` (inclusive, linear or log spaced) or
 /// `{ start, stop, step }` (start, start+step, ... up to stop inclusive).
+/// All-integer stepped ranges are computed in integers, exactly.
 fn expand_range(range: &toml::Table) -> Result<Vec<toml::Value>> {
     for key in range.keys() {
         if !["start", "stop", "num", "step", "log"].contains(&key.as_str()) {
@@ -198,9 +208,6 @@ fn expand_range(range: &toml::Table) -> Result<Vec<toml::Value>> {
     let (Some(start), Some(stop)) = (number(range, "start")?, number(range, "stop")?) else {
         bail!("a range needs start and stop");
     };
-    let integers = matches!(range.get("start"), Some(toml::Value::Integer(_)))
-        && matches!(range.get("stop"), Some(toml::Value::Integer(_)))
-        && !matches!(range.get("step"), Some(toml::Value::Float(_)));
     let log = match range.get("log") {
         None => false,
         Some(toml::Value::Boolean(b)) => *b,
@@ -209,12 +216,24 @@ fn expand_range(range: &toml::Table) -> Result<Vec<toml::Value>> {
             other.type_str()
         ),
     };
+    let int = |k: &str| range.get(k).and_then(toml::Value::as_integer);
+    if let (Some(a), Some(b), Some(step), None) =
+        (int("start"), int("stop"), int("step"), range.get("num"))
+    {
+        if log {
+            bail!("log = true goes with num, not step");
+        }
+        return integer_steps(a, b, step);
+    }
     let values: Vec<f64> = match (range.get("num"), number(range, "step")?) {
         (Some(_), Some(_)) => bail!("give either num or step, not both"),
         (Some(num), None) => {
             let Some(num) = num.as_integer().filter(|n| *n >= 1) else {
                 bail!("range `num` must be a whole number >= 1");
             };
+            if num as u64 > MAX_POINTS as u64 {
+                bail!("range `num` = {num} is more than {MAX_POINTS} values");
+            }
             let n = num as usize;
             if log && (start <= 0.0 || stop <= 0.0) {
                 bail!("a log range needs start and stop > 0");
@@ -241,24 +260,46 @@ fn expand_range(range: &toml::Table) -> Result<Vec<toml::Value>> {
             if step == 0.0 || (stop - start) * step < 0.0 {
                 bail!("step {step} never gets from {start} to {stop}");
             }
-            let n = ((stop - start) / step + 1e-9).floor() as usize + 1;
-            if n > 100_000 {
-                bail!("the range has {n} values; that is not a sensible grid");
+            let count = ((stop - start) / step + 1e-9).floor() + 1.0;
+            // NaN counts too: compared with partial_cmp, it is not Less or Equal.
+            if count
+                .partial_cmp(&(MAX_POINTS as f64))
+                .is_none_or(|o| o.is_gt())
+            {
+                bail!("the range has {count:e} values, more than {MAX_POINTS}");
             }
-            (0..n).map(|i| start + i as f64 * step).collect()
+            (0..count as usize)
+                .map(|i| start + i as f64 * step)
+                .collect()
         }
         (None, None) => bail!("a range needs num (how many values) or step"),
     };
+    let integers = int("start").is_some() && int("stop").is_some() && range.get("step").is_none();
     Ok(values
         .into_iter()
         .map(|v| {
-            if integers && !log && v.fract() == 0.0 {
+            if integers && !log && v.fract() == 0.0 && v.abs() < 9.0e15 {
                 toml::Value::Integer(v as i64)
             } else {
                 // Round away float noise such as 0.30000000000000004.
                 toml::Value::Float(format!("{v:.12e}").parse().expect("formatted float parses"))
             }
         })
+        .collect())
+}
+
+/// start, start+step, ... up to stop, in exact integer arithmetic.
+fn integer_steps(start: i64, stop: i64, step: i64) -> Result<Vec<toml::Value>> {
+    let (a, b, s) = (start as i128, stop as i128, step as i128);
+    if s == 0 || (b - a) * s.signum() < 0 {
+        bail!("step {step} never gets from {start} to {stop}");
+    }
+    let count = (b - a) / s + 1;
+    if count > MAX_POINTS as i128 {
+        bail!("the range has {count} values, more than {MAX_POINTS}");
+    }
+    Ok((0..count)
+        .map(|i| toml::Value::Integer((a + i * s) as i64))
         .collect())
 }
 
@@ -320,7 +361,11 @@ impl Grid {
                 return Err(at(
                     file,
                     &["base"],
-                    format!("base spec {} does not exist", base.display()),
+                    if base.exists() {
+                        format!("base spec {} is not a file", base.display())
+                    } else {
+                        format!("base spec {} does not exist", base.display())
+                    },
                 ));
             }
         }
@@ -373,6 +418,19 @@ impl Grid {
                     check_key(file, what, key, &known)?;
                 }
             }
+        }
+        let sizes: Vec<usize> = axes.iter().map(|(_, rows)| rows.len()).collect();
+        let total = sizes.iter().try_fold(1usize, |n, &k| n.checked_mul(k));
+        if total.is_none_or(|t| t > MAX_POINTS) {
+            let sizes: Vec<String> = axes
+                .iter()
+                .map(|(keys, rows)| format!("{} ({})", keys.join("+"), rows.len()))
+                .collect();
+            bail!(
+                "{}: the grid has more than {MAX_POINTS} points: {}",
+                file.display(),
+                sizes.join(" x ")
+            );
         }
         let mut points = vec![Point { values: Vec::new() }];
         for (keys, rows) in &axes {

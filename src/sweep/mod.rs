@@ -42,6 +42,8 @@ impl PlannedRun {
             Ok(s) if s.config_hash == self.config.result_hash() => {
                 if s.status == Status::Completed && !s.is_finished(self.config.train.epochs) {
                     EXTEND.into()
+                } else if s.status == Status::Completed && !self.run_dir.best_is_readable() {
+                    DAMAGED.into()
                 } else {
                     s.status.name().into()
                 }
@@ -53,6 +55,8 @@ impl PlannedRun {
 
 /// The status of a completed run that has fewer epochs than its budget.
 pub const EXTEND: &str = "to extend";
+/// The status of a completed run whose best checkpoint does not load.
+pub const DAMAGED: &str = "damaged";
 
 /// Grid points that resolve to a config already planned: trained once.
 #[derive(Debug, Clone)]
