@@ -58,3 +58,18 @@ fn the_first_sweep_and_report_commands_work_as_written() {
         }
     }
 }
+
+#[test]
+fn the_readme_shows_the_sbatch_script_that_ci_submits() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let script = std::fs::read_to_string(root.join("scripts/sweep.sbatch")).unwrap();
+    assert!(
+        readme.contains(&format!("```bash\n{script}```")),
+        "README's sbatch block is not scripts/sweep.sbatch verbatim"
+    );
+    let check = std::fs::read_to_string(root.join("scripts/slurm-check.sh")).unwrap();
+    assert!(check.contains("scripts/sweep.sbatch"));
+    let ci = std::fs::read_to_string(root.join(".ci/run")).unwrap();
+    assert!(ci.contains("scripts/slurm-check.sh"));
+}
