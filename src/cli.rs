@@ -127,6 +127,16 @@ pub struct SweepArgs {
     /// Train again the runs whose last attempt failed.
     #[arg(long)]
     pub retry_failed: bool,
+    /// With successive halving: when a rung waits for runs other processes
+    /// are training, exit with code 75 instead of waiting (for schedulers
+    /// that requeue).
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Run N worker processes on this machine that share the sweep through
+    /// the run folders' locks (train.threads is divided between them unless
+    /// set); one combined progress line; Ctrl-C stops them all.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
 }
 
 #[derive(Debug, Args)]

@@ -270,6 +270,8 @@ impl<'a> Recorder<'a> {
             test_loss: None,
             test_acc: None,
             test_images: 0,
+            stopped_early_at: None,
+            halted_after_rung: None,
             epochs_completed: 0,
             epochs_planned: config.train.epochs,
             started_at: started_at
@@ -304,6 +306,12 @@ impl<'a> Recorder<'a> {
         s.wall_seconds = self.earlier_seconds + self.started.elapsed().as_secs_f64();
         s.peak_rss_mb = results::peak_rss_mb();
         s.epochs_completed = self.rows.len();
+        s.stopped_early_at = self
+            .config
+            .train
+            .early_stopping
+            .as_ref()
+            .and_then(|es| es.stop_epoch(&self.rows));
         s.final_val_acc = self.rows.last().map(|r| r.val_acc);
         if !self.rows.is_empty() {
             let total: f64 = self.rows.iter().map(|r| r.train_images_per_sec).sum();
@@ -346,6 +354,10 @@ impl<'a> Recorder<'a> {
 }
 
 impl Observer for Recorder<'_> {
+    fn stop_early(&self) -> bool {
+        self.summary.stopped_early_at.is_some()
+    }
+
     fn batch_end(&mut self, done: usize, total: usize, loss: f64, acc: f64) {
         let epoch = self.rows.len() + 1;
         let bar = self.bar.get_or_insert_with(|| {

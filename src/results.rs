@@ -69,6 +69,12 @@ pub struct Summary {
     /// Images in the test split the run was scored on.
     #[serde(default)]
     pub test_images: usize,
+    /// The epoch at which early stopping ended the run, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_early_at: Option<usize>,
+    /// Successive halving did not promote the run past this rung (1-based).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub halted_after_rung: Option<usize>,
     pub epochs_completed: usize,
     pub epochs_planned: usize,
     pub started_at: String,
@@ -93,7 +99,8 @@ impl Summary {
     /// Completed with at least `epochs` epochs: nothing left to train.
     /// A completed run asked for more epochs continues from its state.
     pub fn is_finished(&self, epochs: usize) -> bool {
-        self.status == Status::Completed && self.epochs_completed >= epochs
+        self.status == Status::Completed
+            && (self.epochs_completed >= epochs || self.stopped_early_at.is_some())
     }
 }
 

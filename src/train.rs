@@ -31,6 +31,10 @@ pub trait Observer {
         best: Option<&Weights>,
         state: &TrainState,
     ) -> Result<()>;
+    /// After `epoch_end`: whether early stopping ends the run here.
+    fn stop_early(&self) -> bool {
+        false
+    }
 }
 
 /// How a fit ended.
@@ -320,6 +324,9 @@ impl<D: Device<f32>, O: ConvOps<D>> Trainer<D, O> {
             }
             let state = self.state(epoch + 1, best);
             observer.epoch_end(&metrics, is_best.then_some(&state.weights), &state)?;
+            if observer.stop_early() {
+                break;
+            }
         }
         Ok(Outcome::Completed)
     }

@@ -10,8 +10,12 @@ use crate::data::{self, Data};
 use crate::device;
 use crate::execute::{run_one, Policy, RunOutcome};
 use crate::sweep::grid::Grid;
+use crate::sweep::halving;
+use crate::sweep::search::{Halving, Metric};
 use crate::sweep::shard::Shard;
 use crate::sweep::{self, Plan, PlannedRun};
+use crate::train::INTERRUPTED;
+use std::sync::atomic::Ordering;
 
 pub fn execute(args: &SweepArgs) -> Result<i32> {
     let grid = Grid::load(&args.grid)?;
@@ -45,6 +49,23 @@ pub fn execute(args: &SweepArgs) -> Result<i32> {
         );
         println!("# numbered as --shard I/N counts: run k belongs to shard k mod N");
         print_collapsed(&plan);
+        if let (Some(h), Some(first)) = (&grid.halving, runs.first()) {
+            let epochs = first.config.train.epochs;
+            h.check(epochs)?;
+            let (rungs, spent, full) = halving::budget(runs.len(), epochs, h);
+            let rungs: Vec<String> = rungs
+                .iter()
+                .enumerate()
+                .map(|(i, (e, n))| format!("rung {}: {n} runs to {e} epochs", i + 1))
+                .collect();
+            println!(
+                "# successive halving (eta {}, by {}): {}; {spent} epochs in all, {:.0}% of the full grid's {full}",
+                h.eta,
+                h.metric,
+                rungs.join(", "),
+                100.0 * spent as f64 / full.max(1) as f64
+            );
+        }
         let width = mine.iter().map(|r| r.run_id().len()).max().unwrap_or(0);
         for r in &mine {
             println!(
@@ -58,87 +79,32 @@ pub fn execute(args: &SweepArgs) -> Result<i32> {
         return Ok(0);
     }
     print_collapsed(&plan);
-    announce(&grid, &mine, &slice, args.retry_failed);
+    if args.jobs > 1 {
+        return super::jobs::run_workers(args, &grid.name, &mine);
+    }
     let policy = Policy {
         force: false,
         retry_failed: args.retry_failed,
     };
     let threads = super::init_threads(mine.first().map_or(0, |r| r.config.train.threads));
-    let mut datasets: HashMap<String, Data> = HashMap::new();
+    let mut worker = Worker {
+        policy,
+        threads,
+        datasets: HashMap::new(),
+        trained_seconds: Vec::new(),
+        failed_early: 0,
+    };
     let started = Instant::now();
-    let mut trained_seconds = Vec::new();
-    let mut failed = 0;
-    let mut failed_early = 0;
-    for (k, run) in mine.iter().enumerate() {
-        let remaining = mine.len() - k;
-        let eta = if trained_seconds.is_empty() {
-            String::new()
-        } else {
-            let mean = trained_seconds.iter().sum::<f64>() / trained_seconds.len() as f64;
-            format!(", ETA {}", human(mean * remaining as f64))
-        };
-        println!(
-            "[{}/{}{eta}] {} ({})",
-            k + 1,
-            mine.len(),
-            run.run_id(),
-            run.point.describe()
-        );
-        // Finished runs need no data: say so without loading it. (run_one
-        // checks again under the run's lock before it trains anything.)
-        match run.status().as_str() {
-            "completed" => {
-                println!("  skipped: already completed");
-                continue;
-            }
-            "failed" if !args.retry_failed => {
-                let reason = run
-                    .run_dir
-                    .read_summary()
-                    .ok()
-                    .and_then(|s| s.reason)
-                    .unwrap_or_default();
-                println!("  skipped: failed earlier ({reason}); --retry-failed reruns it");
-                continue;
-            }
-            _ => {}
-        }
-        // An error before training (data, device, the run folder) fails
-        // this point; the sweep goes on and exits 1 at the end.
-        let outcome = match train_point(run, &mut datasets, threads, policy) {
-            Ok(outcome) => outcome,
-            Err(e) => {
-                failed_early += 1;
-                RunOutcome::Failed(format!("before training: {e:#}"))
-            }
-        };
-        match &outcome {
-            RunOutcome::Completed {
-                best_val_acc,
-                seconds,
-            } => {
-                println!(
-                    "  completed: best val acc {best_val_acc:.4} in {}",
-                    human(*seconds)
-                );
-                trained_seconds.push(*seconds);
-            }
-            RunOutcome::AlreadyCompleted => println!("  skipped: already completed"),
-            RunOutcome::Busy => println!("  skipped: another runner process is training it"),
-            RunOutcome::PreviouslyFailed(reason) => {
-                println!("  skipped: failed earlier ({reason}); --retry-failed reruns it");
-            }
-            RunOutcome::Failed(reason) => println!("  FAILED: {reason}"),
-            RunOutcome::Interrupted => {}
-        }
-        write_record(&grid, &plan, &args.results_dir);
-        if outcome == RunOutcome::Interrupted {
-            eprintln!("interrupted; run the sweep again to resume where it stopped");
-            return Ok(super::run::EXIT_INTERRUPTED);
-        }
+    if let Some(halving) = &grid.halving {
+        return run_halving(args, &grid, &plan, shard, halving, &mut worker);
+    }
+    announce(&grid, &mine, &slice, args.retry_failed);
+    if let Some(code) = worker.train_all(&mine, &grid, &plan, &args.results_dir) {
+        return Ok(code);
     }
     write_record(&grid, &plan, &args.results_dir);
     let mut counts: HashMap<String, usize> = HashMap::new();
+    let mut failed = 0;
     for r in &mine {
         let status = r.status();
         if status == "failed" {
@@ -155,10 +121,271 @@ pub fn execute(args: &SweepArgs) -> Result<i32> {
         parts.join(", "),
         human(started.elapsed().as_secs_f64())
     );
-    if failed_early > 0 {
-        println!("{failed_early} point(s) failed before training (above)");
+    if worker.failed_early > 0 {
+        println!(
+            "{} point(s) failed before training (above)",
+            worker.failed_early
+        );
     }
-    Ok(if failed + failed_early > 0 { 1 } else { 0 })
+    Ok(if failed + worker.failed_early > 0 {
+        1
+    } else {
+        0
+    })
+}
+
+/// Trains runs one after another in this process.
+struct Worker {
+    policy: Policy,
+    threads: usize,
+    /// Loaded once per distinct data config.
+    datasets: HashMap<String, Data>,
+    trained_seconds: Vec<f64>,
+    /// Points that failed before training (no summary says so).
+    failed_early: usize,
+}
+
+impl Worker {
+    /// Trains each run in turn, saying what it does; Some(exit code) when
+    /// the user interrupted.
+    fn train_all(
+        &mut self,
+        runs: &[&PlannedRun],
+        grid: &Grid,
+        plan: &Plan,
+        results_dir: &std::path::Path,
+    ) -> Option<i32> {
+        for (k, run) in runs.iter().enumerate() {
+            let eta = if self.trained_seconds.is_empty() {
+                String::new()
+            } else {
+                let mean =
+                    self.trained_seconds.iter().sum::<f64>() / self.trained_seconds.len() as f64;
+                format!(", ETA {}", human(mean * (runs.len() - k) as f64))
+            };
+            println!(
+                "[{}/{}{eta}] {} ({})",
+                k + 1,
+                runs.len(),
+                run.run_id(),
+                run.point.describe()
+            );
+            // Finished runs need no data: say so without loading it. (run_one
+            // checks again under the run's lock before it trains anything.)
+            match run.status().as_str() {
+                "completed" => {
+                    println!("  skipped: already completed");
+                    continue;
+                }
+                "failed" if !self.policy.retry_failed => {
+                    let reason = run
+                        .run_dir
+                        .read_summary()
+                        .ok()
+                        .and_then(|s| s.reason)
+                        .unwrap_or_default();
+                    println!("  skipped: failed earlier ({reason}); --retry-failed reruns it");
+                    continue;
+                }
+                _ => {}
+            }
+            // An error before training (data, device, the run folder) fails
+            // this point; the sweep goes on and exits 1 at the end.
+            let outcome = match train_point(run, &mut self.datasets, self.threads, self.policy) {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    self.failed_early += 1;
+                    RunOutcome::Failed(format!("before training: {e:#}"))
+                }
+            };
+            match &outcome {
+                RunOutcome::Completed {
+                    best_val_acc,
+                    seconds,
+                } => {
+                    println!(
+                        "  completed: best val acc {best_val_acc:.4} in {}",
+                        human(*seconds)
+                    );
+                    self.trained_seconds.push(*seconds);
+                }
+                RunOutcome::AlreadyCompleted => println!("  skipped: already completed"),
+                RunOutcome::Busy => println!("  skipped: another runner process is training it"),
+                RunOutcome::PreviouslyFailed(reason) => {
+                    println!("  skipped: failed earlier ({reason}); --retry-failed reruns it");
+                }
+                RunOutcome::Failed(reason) => println!("  FAILED: {reason}"),
+                RunOutcome::Interrupted => {}
+            }
+            write_record(grid, plan, results_dir);
+            if outcome == RunOutcome::Interrupted {
+                eprintln!("interrupted; run the sweep again to resume where it stopped");
+                return Some(super::run::EXIT_INTERRUPTED);
+            }
+        }
+        None
+    }
+}
+
+/// Exit code of `sweep --no-wait` when a halving rung waits for runs that
+/// other processes are training (EX_TEMPFAIL): run it again later.
+pub const EXIT_WAIT: i32 = 75;
+
+/// Successive halving: train this process's share of the current rung,
+/// then whatever of it nobody else is training, then wait for the rest;
+/// promotions follow from the finished runs alone (see `sweep::halving`).
+fn run_halving(
+    args: &SweepArgs,
+    grid: &Grid,
+    plan: &Plan,
+    shard: Shard,
+    halving: &Halving,
+    worker: &mut Worker,
+) -> Result<i32> {
+    let epochs = plan.runs.first().map_or(1, |r| r.config.train.epochs);
+    halving.check(epochs)?;
+    let mut waiting_said = false;
+    let mut last_rung = None;
+    loop {
+        let pos = halving::position(&plan.runs, epochs, halving)?;
+        for &(k, rung) in &pos.halted {
+            mark_halted(&plan.runs[k], rung);
+        }
+        let rung_runs: Vec<PlannedRun> = pos
+            .members
+            .iter()
+            .map(|&k| with_budget(&plan.runs[k], pos.budget))
+            .collect();
+        if last_rung != Some(pos.rung) {
+            println!(
+                "rung {} of {}: {} runs at {} epochs",
+                pos.rung + 1,
+                halving.rungs(epochs).len(),
+                rung_runs.len(),
+                pos.budget
+            );
+            last_rung = Some(pos.rung);
+        }
+        let mine: Vec<&PlannedRun> = rung_runs
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| shard.owns(*j))
+            .map(|(_, r)| r)
+            .collect();
+        let unfinished = |runs: &[PlannedRun]| -> Vec<usize> {
+            (0..runs.len())
+                .filter(|&j| {
+                    halving::standing(&runs[j], pos.budget, halving.metric)
+                        == halving::Standing::Unfinished
+                })
+                .collect()
+        };
+        if let Some(code) = worker.train_all(&mine, grid, plan, &args.results_dir) {
+            return Ok(code);
+        }
+        // Then any run of the rung that nobody is training (a peer that died
+        // or has not started): the lock keeps it from being trained twice.
+        let free: Vec<&PlannedRun> = unfinished(&rung_runs)
+            .into_iter()
+            .map(|j| &rung_runs[j])
+            .filter(|r| !is_locked(r))
+            .collect();
+        if !free.is_empty() {
+            if let Some(code) = worker.train_all(&free, grid, plan, &args.results_dir) {
+                return Ok(code);
+            }
+        }
+        let left = unfinished(&rung_runs);
+        if left.is_empty() {
+            if pos.rung + 1 == halving.rungs(epochs).len() {
+                break;
+            }
+            waiting_said = false;
+            continue;
+        }
+        if left.iter().all(|&j| !is_locked(&rung_runs[j])) {
+            anyhow::bail!(
+                "{} run(s) of rung {} could not be trained (see above), so halving cannot go on: {}",
+                left.len(),
+                pos.rung + 1,
+                left.iter().map(|&j| rung_runs[j].run_id()).collect::<Vec<_>>().join(", ")
+            );
+        }
+        if args.no_wait {
+            println!(
+                "rung {} waits for {} run(s) that other processes are training; exiting with {EXIT_WAIT} (--no-wait)",
+                pos.rung + 1,
+                left.len()
+            );
+            return Ok(EXIT_WAIT);
+        }
+        if !waiting_said {
+            println!(
+                "waiting for {} run(s) of rung {} that other processes are training: {}",
+                left.len(),
+                pos.rung + 1,
+                left.iter()
+                    .map(|&j| rung_runs[j].run_id())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            waiting_said = true;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            return Ok(super::run::EXIT_INTERRUPTED);
+        }
+    }
+    write_record(grid, plan, &args.results_dir);
+    let final_pos = halving::position(&plan.runs, epochs, halving)?;
+    let best = final_pos
+        .members
+        .iter()
+        .map(|&k| (k, halving::standing(&plan.runs[k], epochs, halving.metric)))
+        .filter_map(|(k, s)| match s {
+            halving::Standing::Finished(v) => Some((k, v)),
+            halving::Standing::Unfinished => None,
+        })
+        .max_by(|a, b| match halving.metric {
+            Metric::ValAcc => a.1.total_cmp(&b.1),
+            Metric::ValLoss => b.1.total_cmp(&a.1),
+        });
+    if let Some((k, v)) = best {
+        println!(
+            "{}: halving done; best {} {v:.4}: {}",
+            grid.name,
+            halving.metric,
+            plan.runs[k].run_id()
+        );
+    }
+    Ok(if worker.failed_early > 0 { 1 } else { 0 })
+}
+
+/// The run with `budget` epochs (epochs are a budget: same identity).
+fn with_budget(run: &PlannedRun, budget: usize) -> PlannedRun {
+    let mut run = run.clone();
+    run.config.train.epochs = budget;
+    run
+}
+
+/// Whether another process holds the run's lock now.
+fn is_locked(run: &PlannedRun) -> bool {
+    std::fs::File::open(run.run_dir.file(crate::results::LOCK_FILE))
+        .is_ok_and(|f| f.try_lock().is_err())
+}
+
+/// Records in the run's summary that halving stopped it after `rung`
+/// (0-based), so reports say so; every process decides the same.
+fn mark_halted(run: &PlannedRun, rung: usize) {
+    let Ok(Some(_lock)) = crate::execute::try_lock(&run.run_dir) else {
+        return;
+    };
+    if let Ok(mut summary) = run.run_dir.read_summary() {
+        if summary.halted_after_rung != Some(rung + 1) {
+            summary.halted_after_rung = Some(rung + 1);
+            let _ = run.run_dir.write_summary(&summary);
+        }
+    }
 }
 
 /// Loads the point's data (once per distinct data config) and trains it.
@@ -221,7 +448,7 @@ fn announce(grid: &Grid, runs: &[&PlannedRun], slice: &str, retry_failed: bool) 
     );
 }
 
-fn human(seconds: f64) -> String {
+pub fn human(seconds: f64) -> String {
     if seconds < 90.0 {
         format!("{seconds:.1}s")
     } else if seconds < 5400.0 {

@@ -71,7 +71,7 @@ pub fn problems(figment: &Figment) -> Vec<Problem> {
     let known = known_keys();
     let mut out = Vec::new();
     let mut leaves = Vec::new();
-    collect_leaves("", &merged, &mut leaves);
+    collect_leaves("", &merged, &known, &mut leaves);
     for (key, value) in leaves {
         let what = if known.contains(&key) || SECTIONS.contains(&key.as_str()) {
             check_value(&key, value)
@@ -92,7 +92,12 @@ pub fn problems(figment: &Figment) -> Vec<Problem> {
 
 /// Dotted keys and values; a known section is walked into, and so is a
 /// table under an unknown name (`[trian]` reports `trian.lr`).
-fn collect_leaves<'a>(prefix: &str, dict: &'a Dict, out: &mut Vec<(String, &'a Value)>) {
+fn collect_leaves<'a>(
+    prefix: &str,
+    dict: &'a Dict,
+    known: &[String],
+    out: &mut Vec<(String, &'a Value)>,
+) {
     for (k, v) in dict {
         let key = if prefix.is_empty() {
             k.clone()
@@ -101,11 +106,13 @@ fn collect_leaves<'a>(prefix: &str, dict: &'a Dict, out: &mut Vec<(String, &'a V
         };
         let is_section = prefix.is_empty() && SECTIONS.contains(&k.as_str());
         match v {
+            // A key whose value is a table (train.early_stopping) is one leaf.
+            Value::Dict(..) if known.contains(&key) => out.push((key, v)),
             Value::Dict(_, inner) if is_section || !SECTIONS.contains(&key.as_str()) => {
                 if inner.is_empty() && !is_section {
                     out.push((key, v));
                 } else {
-                    collect_leaves(&key, inner, out);
+                    collect_leaves(&key, inner, known, out);
                 }
             }
             _ => out.push((key, v)),

@@ -174,6 +174,77 @@ pub struct TrainConfig {
     pub device: DeviceChoice,
     /// Worker threads; 0 means one per core. Results do not depend on it.
     pub threads: usize,
+    /// Stop a run whose validation metric has not improved for a while.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub early_stopping: Option<EarlyStopping>,
+}
+
+/// `train.early_stopping = { metric = "val_loss", patience = 3, min_delta = 0.0 }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EarlyStopping {
+    pub metric: Metric,
+    /// Epochs without an improvement of more than `min_delta` before stopping.
+    pub patience: usize,
+    #[serde(default)]
+    pub min_delta: f64,
+}
+
+/// A validation metric: higher val_acc, or lower val_loss, is better.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    ValAcc,
+    ValLoss,
+}
+
+impl fmt::Display for Metric {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Metric::ValAcc => "val_acc",
+            Metric::ValLoss => "val_loss",
+        })
+    }
+}
+
+impl Metric {
+    /// This metric's value in an epoch's row.
+    pub fn of(self, row: &crate::results::EpochMetrics) -> f64 {
+        match self {
+            Metric::ValAcc => row.val_acc,
+            Metric::ValLoss => row.val_loss,
+        }
+    }
+
+    /// Whether `a` beats `b` by more than `margin`.
+    pub fn better(self, a: f64, b: f64, margin: f64) -> bool {
+        match self {
+            Metric::ValAcc => a > b + margin,
+            Metric::ValLoss => a < b - margin,
+        }
+    }
+}
+
+impl EarlyStopping {
+    /// The epoch at which these rows say to stop, if any: a pure function
+    /// of the rows, so a resumed run stops where an uninterrupted one does.
+    pub fn stop_epoch(&self, rows: &[crate::results::EpochMetrics]) -> Option<usize> {
+        let mut best = self.metric.of(rows.first()?);
+        let mut waited = 0;
+        for row in &rows[1..] {
+            let m = self.metric.of(row);
+            if self.metric.better(m, best, self.min_delta) {
+                best = m;
+                waited = 0;
+            } else {
+                waited += 1;
+                if waited >= self.patience {
+                    return Some(row.epoch);
+                }
+            }
+        }
+        None
+    }
 }
 
 impl Default for RunConfig {
@@ -228,6 +299,7 @@ impl Default for TrainConfig {
             seed: 0,
             device: DeviceChoice::Auto,
             threads: 0,
+            early_stopping: None,
         }
     }
 }
@@ -393,6 +465,18 @@ impl RunConfig {
             "data.validation",
             "must be \"test\" or at least 1 held-out image".into(),
         );
+        if let Some(es) = &self.train.early_stopping {
+            check(
+                es.patience >= 1,
+                "train.early_stopping",
+                "patience must be at least 1".into(),
+            );
+            check(
+                es.min_delta.is_finite() && es.min_delta >= 0.0,
+                "train.early_stopping",
+                format!("min_delta must be zero or positive, got {}", es.min_delta),
+            );
+        }
         if let Some(url) = &self.data.base_url {
             check(
                 url.starts_with("http://") || url.starts_with("https://"),
@@ -627,7 +711,7 @@ pub fn load(sources: &Sources) -> Result<RunConfig> {
 }
 
 /// What each key means, in a few words, for `runner defaults`.
-const KEY_NOTES: [(&str, &str); 21] = [
+const KEY_NOTES: [(&str, &str); 22] = [
     ("dataset", "\"mnist\" or \"fashion-mnist\""),
     ("dir", "folder with the four IDX files (.gz or raw)"),
     ("download", "fetch missing files from the public mirrors"),
@@ -667,13 +751,19 @@ const KEY_NOTES: [(&str, &str); 21] = [
         "\"test\" (the seed's way) or N training images held out",
     ),
     ("split_seed", "which training images are held out"),
+    ("early_stopping", "unset: train every epoch of the budget"),
 ];
 
 /// Keys that are unset by default, shown commented out with an example.
-const OPTIONAL_KEYS: [(&str, &str); 3] = [
-    ("base_url", "\"http://127.0.0.1:8000/mnist/\""),
-    ("limit_train", "2000"),
-    ("limit_test", "500"),
+const OPTIONAL_KEYS: [(&str, &str, &str); 4] = [
+    ("data", "base_url", "\"http://127.0.0.1:8000/mnist/\""),
+    ("data", "limit_train", "2000"),
+    ("data", "limit_test", "500"),
+    (
+        "train",
+        "early_stopping",
+        "{ metric = \"val_loss\", patience = 3, min_delta = 0.0 }",
+    ),
 ];
 
 /// Every key a spec can set, with its default and what it means: the text
@@ -687,6 +777,12 @@ pub fn default_toml() -> String {
          # stem (experiments/modern.toml -> \"modern\"), and to \"run\" without a file.\n",
     );
     let mut section = String::new();
+    let optional = |section: &str, out: &mut String| {
+        for (_, key, example) in OPTIONAL_KEYS.iter().filter(|(s, _, _)| *s == section) {
+            let text = format!("# {key} = {example}");
+            out.push_str(&format!("{text:<28} # {}\n", note(key).unwrap_or("")));
+        }
+    };
     for line in RunConfig::default().to_toml().lines() {
         if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
             section = name.to_string();
@@ -694,11 +790,8 @@ pub fn default_toml() -> String {
         let key = line.split(" = ").next().unwrap_or("");
         match note(key).filter(|_| line.contains(" = ")) {
             Some(n) => out.push_str(&format!("{line:<28} # {n}\n")),
-            None if line.is_empty() && section == "data" => {
-                for (key, example) in OPTIONAL_KEYS {
-                    let text = format!("# {key} = {example}");
-                    out.push_str(&format!("{text:<28} # {}\n", note(key).unwrap_or("")));
-                }
+            None if line.is_empty() => {
+                optional(&section, &mut out);
                 out.push('\n');
             }
             None => {
@@ -707,6 +800,7 @@ pub fn default_toml() -> String {
             }
         }
     }
+    optional(&section, &mut out);
     out
 }
 
@@ -724,10 +818,11 @@ pub fn value_at(config: &RunConfig, key: &str) -> Option<String> {
 
 /// What an unset optional key means: a report shows this, so that a key
 /// unset in one run and set in another is never taken as common.
-const UNSET_MEANINGS: [(&str, &str); 3] = [
+const UNSET_MEANINGS: [(&str, &str); 4] = [
     ("data.base_url", "built-in mirrors"),
     ("data.limit_train", "all"),
     ("data.limit_test", "all"),
+    ("train.early_stopping", "off"),
 ];
 
 /// Every key with its value as text, sorted; unset optional keys carry
@@ -735,6 +830,11 @@ const UNSET_MEANINGS: [(&str, &str); 3] = [
 pub fn flatten(config: &RunConfig) -> BTreeMap<String, String> {
     fn walk(prefix: &str, value: &serde_json::Value, out: &mut BTreeMap<String, String>) {
         match value {
+            // A table inside a section is one setting: shown as its text.
+            serde_json::Value::Object(map) if prefix.contains('.') => {
+                let parts: Vec<String> = map.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                out.insert(prefix.to_string(), parts.join(" ").replace('"', ""));
+            }
             serde_json::Value::Object(map) => {
                 for (k, v) in map {
                     let key = if prefix.is_empty() {

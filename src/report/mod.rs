@@ -44,6 +44,10 @@ pub struct RunRecord {
     pub test_acc: Option<f64>,
     /// Images in the test split the run was scored on.
     pub test_images: usize,
+    /// Early stopping ended the run at this epoch.
+    pub stopped_early_at: Option<usize>,
+    /// Successive halving did not promote it past this rung (1-based).
+    pub halted_after_rung: Option<usize>,
     pub epochs_done: usize,
     pub epochs_planned: usize,
     pub wall_seconds: f64,
@@ -268,6 +272,8 @@ pub fn read_run(dir: &Path) -> Result<RunRecord> {
         validation: summary.validation.clone(),
         test_acc: summary.test_acc,
         test_images: summary.test_images,
+        stopped_early_at: summary.stopped_early_at,
+        halted_after_rung: summary.halted_after_rung,
         epochs_done: summary.epochs_completed,
         epochs_planned: summary.epochs_planned,
         wall_seconds: summary.wall_seconds,
@@ -422,8 +428,13 @@ fn row(runs: &[RunRecord], members: Vec<usize>, columns: &[String]) -> Row {
         *statuses.entry(r.status.as_str()).or_default() += 1;
     }
     let status = if rs.len() == 1 {
-        match (&first.reason, first.status.as_str()) {
-            (Some(reason), "failed") => format!("failed: {reason}"),
+        match (&first.reason, first.status.as_str(), first.stopped_early_at) {
+            (Some(reason), "failed", _) => format!("failed: {reason}"),
+            (_, "completed", Some(epoch)) => format!("completed, stopped early at {epoch}"),
+            (_, "completed", None) if first.halted_after_rung.is_some() => format!(
+                "completed, halving stopped it after rung {}",
+                first.halted_after_rung.unwrap_or(0)
+            ),
             _ => first.status.clone(),
         }
     } else {

@@ -2,7 +2,8 @@
 //!
 //! ```toml
 //! name = "grid"                    # default: the file's stem
-//! base = "baseline.toml"           # a spec, relative to this file; or an inline [spec] table
+//! base = "baseline.toml"           # a spec, relative to this file
+//! [spec]                           # and/or settings inline, over the base
 //!
 //! [sweep]                          # the product of these lists is the grid
 //! "model.activation" = ["sigmoid", "relu", "tanh"]
@@ -29,6 +30,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
+use super::search::{self, Distribution, Halving, SearchTable};
 use crate::config::{self, line_of};
 
 /// The grid file as written.
@@ -48,6 +50,7 @@ struct GridFile {
     exclude: Vec<toml::Table>,
     #[serde(default)]
     include: Vec<toml::Table>,
+    search: Option<SearchTable>,
 }
 
 /// One point of the grid: a value for each swept key, in the file's order.
@@ -112,6 +115,8 @@ pub struct Grid {
     /// The inline base spec, if any.
     pub spec: Option<toml::Table>,
     pub points: Vec<Point>,
+    /// Successive halving over the points, when `[search]` asks for it.
+    pub halving: Option<Halving>,
 }
 
 /// Every key a point can set: a sweep sets each run's name itself.
@@ -303,6 +308,56 @@ fn integer_steps(start: i64, stop: i64, step: i64) -> Result<Vec<toml::Value>> {
         .collect())
 }
 
+/// An axis of the grid: its keys, and rows of one value per key.
+type Axis = (Vec<String>, Vec<Vec<toml::Value>>);
+
+/// The axis of random samples: one row per sample, a value per sampled key.
+fn sampled_axis(
+    file: &Path,
+    search: Option<&SearchTable>,
+    sampled: &[(String, Distribution)],
+) -> Result<Option<Axis>> {
+    let method = search.and_then(|s| s.method.as_deref());
+    match method {
+        None | Some("random") => {}
+        Some(other) => {
+            return Err(at(
+                file,
+                &["search", "method"],
+                format!("[search] method {other:?} is not known; the method is \"random\""),
+            ))
+        }
+    }
+    if sampled.is_empty() {
+        return Ok(None);
+    }
+    let Some(search) = search.filter(|_| method == Some("random")) else {
+        return Err(at(
+            file,
+            &["sweep", &sampled[0].0],
+            format!(
+                "[sweep] `{}` is a distribution: add [search] with method = \"random\" and samples = N",
+                sampled[0].0
+            ),
+        ));
+    };
+    let samples = match search.samples {
+        Some(n) if (1..=MAX_POINTS).contains(&n) => n,
+        other => {
+            return Err(at(
+                file,
+                &["search", "samples"],
+                format!("[search] samples must be from 1 to {MAX_POINTS}, got {other:?}"),
+            ))
+        }
+    };
+    let keys = sampled.iter().map(|(k, _)| k.clone()).collect();
+    Ok(Some((
+        keys,
+        search::sample_rows(sampled, samples, search.seed),
+    )))
+}
+
 /// Equal as config values: 1 and 1.0 match.
 fn same(a: &toml::Value, b: &toml::Value) -> bool {
     match (a, b) {
@@ -347,12 +402,6 @@ impl Grid {
         let parsed: GridFile = toml::from_str(&text)
             .map_err(|e| anyhow::anyhow!("{}: {}", file.display(), e.to_string().trim_end()))?;
         let known = known_keys();
-        if parsed.base.is_some() && parsed.spec.is_some() {
-            bail!(
-                "{}: give either `base = \"file.toml\"` or an inline [spec], not both",
-                file.display()
-            );
-        }
         let base = parsed
             .base
             .map(|b| file.parent().unwrap_or(Path::new(".")).join(b));
@@ -370,9 +419,16 @@ impl Grid {
             }
         }
         // Axes: each [sweep] key alone, each [[zip]] group together.
-        let mut axes: Vec<(Vec<String>, Vec<Vec<toml::Value>>)> = Vec::new();
+        let mut axes: Vec<Axis> = Vec::new();
+        let mut sampled: Vec<(String, Distribution)> = Vec::new();
         for (key, value) in &parsed.sweep {
             check_key(file, "sweep", key, &known)?;
+            if let Some(dist) = value.as_table().and_then(Distribution::parse) {
+                let dist =
+                    dist.map_err(|e| at(file, &["sweep", key], format!("[sweep] `{key}`: {e}")))?;
+                sampled.push((key.clone(), dist));
+                continue;
+            }
             let values = values_of(file, "sweep", key, value)?;
             axes.push((
                 vec![key.clone()],
@@ -411,6 +467,9 @@ impl Grid {
                 .map(|i| columns.iter().map(|(_, v)| v[i].clone()).collect())
                 .collect();
             axes.push((keys, rows));
+        }
+        if let Some(axis) = sampled_axis(file, parsed.search.as_ref(), &sampled)? {
+            axes.push(axis);
         }
         for (what, entries) in [("exclude", &parsed.exclude), ("include", &parsed.include)] {
             for entry in entries {
@@ -476,6 +535,7 @@ impl Grid {
             base,
             spec: parsed.spec,
             points,
+            halving: parsed.search.and_then(|s| s.halving),
         })
     }
 }

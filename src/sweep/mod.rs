@@ -7,6 +7,8 @@
 //! records the grid and each point's status.
 
 pub mod grid;
+pub mod halving;
+pub mod search;
 pub mod shard;
 
 use std::collections::BTreeMap;

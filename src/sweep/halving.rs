@@ -1,0 +1,198 @@
+//! Successive halving over a sweep's runs, with no server and no database:
+//! which runs go on from a rung is a pure function of the finished run
+//! folders, so any number of processes (`--shard`, Slurm array tasks,
+//! `--jobs`) reach the same decisions, and a rerun after `kill -9` picks
+//! up where the folders say it stands. A run promoted to the next rung is
+//! continued from its saved state (epochs are a budget), never retrained.
+
+use anyhow::Result;
+
+use super::search::{Halving, Metric};
+use super::PlannedRun;
+use crate::results::{self, Status};
+
+/// Where one run stands against a rung's epoch budget.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Standing {
+    /// Not yet trained to the budget (pending, running or interrupted).
+    Unfinished,
+    /// Trained to the budget (or stopped early, or failed): its score, the
+    /// best metric over epochs 1..=budget (failed runs rank last).
+    Finished(f64),
+}
+
+/// How `run` stands at `budget` epochs, from its folder.
+pub fn standing(run: &PlannedRun, budget: usize, metric: Metric) -> Standing {
+    let Ok(summary) = run.run_dir.read_summary() else {
+        return Standing::Unfinished;
+    };
+    if summary.config_hash != run.config.result_hash() {
+        return Standing::Unfinished;
+    }
+    let worst = match metric {
+        Metric::ValAcc => f64::NEG_INFINITY,
+        Metric::ValLoss => f64::INFINITY,
+    };
+    let done = match summary.status {
+        Status::Failed => return Standing::Finished(worst),
+        Status::Completed => {
+            summary.epochs_completed >= budget || summary.stopped_early_at.is_some()
+        }
+        _ => false,
+    };
+    if !done {
+        return Standing::Unfinished;
+    }
+    let rows = results::read_metrics(&run.run_dir.file(results::METRICS_FILE)).unwrap_or_default();
+    let score = rows
+        .iter()
+        .filter(|r| r.epoch <= budget)
+        .map(|r| metric.of(r))
+        .filter(|v| v.is_finite())
+        .fold(
+            worst,
+            |best, v| {
+                if metric.better(v, best, 0.0) {
+                    v
+                } else {
+                    best
+                }
+            },
+        );
+    Standing::Finished(score)
+}
+
+/// The members that go on from a finished rung: the best ceil(n/eta) by
+/// score, ties broken by position (earlier first); None while any member
+/// is unfinished.
+pub fn promote(scores: &[(usize, Standing)], halving: &Halving) -> Option<Vec<usize>> {
+    let mut finished: Vec<(usize, f64)> = Vec::with_capacity(scores.len());
+    for (k, s) in scores {
+        match s {
+            Standing::Unfinished => return None,
+            Standing::Finished(v) => finished.push((*k, *v)),
+        }
+    }
+    finished.sort_by(|(ka, a), (kb, b)| {
+        let order = match halving.metric {
+            Metric::ValAcc => b.total_cmp(a),
+            Metric::ValLoss => a.total_cmp(b),
+        };
+        order.then(ka.cmp(kb))
+    });
+    let keep = scores.len().div_ceil(halving.eta);
+    let mut kept: Vec<usize> = finished.into_iter().take(keep).map(|(k, _)| k).collect();
+    kept.sort_unstable();
+    Some(kept)
+}
+
+/// The rung plan of `n` runs: (epochs, runs) per rung, the epochs the
+/// halving spends and those the full grid would (each run trained once to
+/// `epochs`).
+pub fn budget(n: usize, epochs: usize, halving: &Halving) -> (Vec<(usize, usize)>, usize, usize) {
+    let mut plan = Vec::new();
+    let (mut alive, mut spent, mut before) = (n, 0, 0);
+    for budget in halving.rungs(epochs) {
+        plan.push((budget, alive));
+        spent += alive * (budget - before);
+        before = budget;
+        alive = alive.div_ceil(halving.eta);
+    }
+    (plan, spent, n * epochs)
+}
+
+/// Promotions through every finished rung: the members of each rung in
+/// turn, until one is unfinished. Returns (rung index, its budget, its
+/// members) for the rung to work on, and the runs stopped at earlier rungs
+/// with the rung that stopped them.
+pub struct Position {
+    pub rung: usize,
+    pub budget: usize,
+    pub members: Vec<usize>,
+    pub halted: Vec<(usize, usize)>,
+}
+
+/// Walks the rungs from the start: where the sweep stands now.
+pub fn position(runs: &[PlannedRun], epochs: usize, halving: &Halving) -> Result<Position> {
+    let rungs = halving.rungs(epochs);
+    let mut members: Vec<usize> = (0..runs.len()).collect();
+    let mut halted = Vec::new();
+    for (r, &budget) in rungs.iter().enumerate() {
+        if r + 1 == rungs.len() {
+            return Ok(Position {
+                rung: r,
+                budget,
+                members,
+                halted,
+            });
+        }
+        let scores: Vec<(usize, Standing)> = members
+            .iter()
+            .map(|&k| (k, standing(&runs[k], budget, halving.metric)))
+            .collect();
+        match promote(&scores, halving) {
+            None => {
+                return Ok(Position {
+                    rung: r,
+                    budget,
+                    members,
+                    halted,
+                })
+            }
+            Some(kept) => {
+                halted.extend(
+                    members
+                        .iter()
+                        .filter(|k| !kept.contains(k))
+                        .map(|&k| (k, r)),
+                );
+                members = kept;
+            }
+        }
+    }
+    unreachable!("the last rung returns inside the loop")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn halving(eta: usize, metric: Metric) -> Halving {
+        Halving {
+            min_epochs: 1,
+            eta,
+            metric,
+        }
+    }
+
+    #[test]
+    fn the_best_third_goes_on_and_ties_break_by_position() {
+        let f = Standing::Finished;
+        let scores = vec![
+            (0, f(0.5)),
+            (1, f(0.9)),
+            (2, f(0.9)),
+            (3, f(0.1)),
+            (4, f(0.7)),
+        ];
+        assert_eq!(
+            promote(&scores, &halving(3, Metric::ValAcc)),
+            Some(vec![1, 2])
+        );
+        assert_eq!(
+            promote(&scores, &halving(3, Metric::ValLoss)),
+            Some(vec![0, 3])
+        );
+        let mut waiting = scores.clone();
+        waiting[2].1 = Standing::Unfinished;
+        assert_eq!(promote(&waiting, &halving(3, Metric::ValAcc)), None);
+    }
+
+    #[test]
+    fn the_budget_counts_only_the_epochs_each_rung_adds() {
+        let (plan, spent, full) = budget(27, 9, &halving(3, Metric::ValAcc));
+        assert_eq!(plan, vec![(1, 27), (3, 9), (9, 3)]);
+        assert_eq!(spent, 27 + 9 * 2 + 3 * 6);
+        assert_eq!(full, 243);
+    }
+}
