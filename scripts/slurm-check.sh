@@ -6,7 +6,9 @@
 #   2. a task requeued mid-epoch (preemption) resumes from its last
 #      finished epoch, to the numbers of an uninterrupted run;
 #   3. a runner killed with SIGKILL (a node failure), then the same array
-#      resubmitted: nothing done is redone, everything finishes.
+#      resubmitted: nothing done is redone, everything finishes;
+#   4. successive halving as an array with --no-wait, resubmitted until
+#      done, ends with the runs and bytes of a single-process halving.
 #
 #   scripts/slurm-check.sh [RUNNER_BINARY] [MNIST_DIR]
 #
@@ -122,9 +124,11 @@ threads = 1
 EOF
 
 # Submits the README's script as an array of N tasks; prints the job id.
-submit() { # GRID RESULTS N
-  (cd "$work" && sbatch --parsable --array="0-$(($3 - 1))" --cpus-per-task=1 \
-    "$OLDPWD/scripts/sweep.sbatch" "$1" "$2")
+submit() { # GRID RESULTS N [RUNNER ARGS...]
+  local grid=$1 results=$2 n=$3
+  shift 3
+  (cd "$work" && sbatch --parsable --array="0-$((n - 1))" --cpus-per-task=1 \
+    "$OLDPWD/scripts/sweep.sbatch" "$grid" "$results" "$@")
 }
 wait_job() { # JOBID
   for _ in $(seq 600); do
@@ -212,5 +216,45 @@ done
 report=$("$RUNNER" report "$work/results/slow" --group-by none --format csv)
 [ "$(echo "$report" | grep -c ',completed,')" = 2 ] || fail "report: $report"
 echo "after the kill and resubmission: both runs completed once, rows 1-6 each"
+
+echo "== 4. successive halving as an array with --no-wait, resubmitted until done"
+halve="$work/halve.toml"
+cat >"$halve" <<EOF
+name = "halve"
+[spec.data]
+dir = "$MNIST"
+download = false
+limit_train = 2000
+limit_test = 500
+[spec.model]
+activation = "relu"
+pooling = "max"
+[spec.train]
+epochs = 3
+threads = 1
+[search]
+halving = { min_epochs = 1, eta = 3 }
+[sweep]
+"train.lr" = [0.003, 0.01, 0.05]
+"train.momentum" = [0.0, 0.5, 0.9]
+EOF
+"$RUNNER" sweep "$halve" --results-dir "$work/halve-reference" >/dev/null 2>&1
+done_halving=""
+for attempt in 1 2 3 4 5 6; do
+  job=$(submit "$halve" "$work/results" 3 --no-wait)
+  wait_job "$job"
+  if grep -q "halving done" "$work"/slurm-"$job"_*.out; then
+    done_halving=$attempt
+    break
+  fi
+done
+[ -n "$done_halving" ] || fail "halving did not finish in 6 submissions"
+for ref in "$work"/halve-reference/halve/*/; do
+  got="$work/results/halve/$(basename "$ref")"
+  diff <(cut -d, -f1-6 "$ref/metrics.csv") <(cut -d, -f1-6 "$got/metrics.csv") >/dev/null ||
+    fail "$got: metrics differ from the single-process halving"
+  cmp -s "$ref/best.safetensors" "$got/best.safetensors" || fail "$got: best.safetensors differs"
+done
+echo "halving done after $done_halving submission(s) of a 3-task array with --no-wait: the runs and bytes of one process"
 
 echo "slurm-check: passed in $(( $(date +%s) - started )) s"
