@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Cut the test fixture from the canonical MNIST files.
 
-    python3 scripts/make-fixture.py ../shared/data/mnist tests/data/mnist
+    python3 scripts/make-fixture.py ../shared/data/mnist tests/fixtures/mnist
 
 Keeps the first TRAIN training and TEST test images (the IDX header's count
 rewritten, the pixels and labels copied byte for byte) and writes them as

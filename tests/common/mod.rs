@@ -10,7 +10,7 @@ use assert_cmd::Command;
 
 /// Where the tests find MNIST, first match wins: `$MNIST_DIR`,
 /// `../shared/data/mnist`, `data/mnist` (where `runner run` downloads it),
-/// then the small fixture committed in `tests/data/mnist` (5,000 training
+/// then the small fixture committed in `tests/fixtures/mnist` (5,000 training
 /// and 1,000 test images), so the suite runs on a fresh clone offline.
 pub fn mnist_dir() -> PathBuf {
     let (dir, full) = mnist();
@@ -40,7 +40,7 @@ fn mnist() -> (PathBuf, bool) {
             return (dir, true);
         }
     }
-    let fixture = root.join("tests/data/mnist");
+    let fixture = root.join("tests/fixtures/mnist");
     assert!(
         has_files(&fixture),
         "the MNIST fixture is missing at {}",
