@@ -32,14 +32,7 @@ fn run(spec: &Path, results: &Path, sets: &[&str]) -> std::process::Output {
 }
 
 fn sweep(grid: &Path, results: &Path, extra: &[&str]) -> std::process::Output {
-    let out = runner()
-        .arg("sweep")
-        .arg(grid)
-        .arg("--results-dir")
-        .arg(results)
-        .args(extra)
-        .output()
-        .unwrap();
+    let out = common::sweep(grid, results, extra);
     no_panic(&out);
     out
 }

@@ -14,17 +14,6 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     path
 }
 
-fn sweep(grid: &Path, results: &Path, extra: &[&str]) -> std::process::Output {
-    runner()
-        .arg("sweep")
-        .arg(grid)
-        .arg("--results-dir")
-        .arg(results)
-        .args(extra)
-        .output()
-        .unwrap()
-}
-
 fn spec_head(name: &str) -> String {
     format!(
         "name = \"{name}\"\n[spec.data]\ndir = \"{}\"\ndownload = false\nlimit_train = 1000\nlimit_test = 300\n[spec.model]\nactivation = \"relu\"\npooling = \"max\"\n",

@@ -22,17 +22,6 @@ fn grid(dir: &Path, name: &str, body: &str) -> PathBuf {
 /// 4 points: relu/tanh x 2 seeds, 1 epoch each.
 const SMALL: &str = "[spec.train]\nepochs = 1\nlr = 0.01\n[sweep]\n\"model.activation\" = [\"relu\", \"tanh\"]\n\"train.seed\" = [0, 1]\n";
 
-fn sweep(grid: &Path, results: &Path, extra: &[&str]) -> std::process::Output {
-    runner()
-        .arg("sweep")
-        .arg(grid)
-        .arg("--results-dir")
-        .arg(results)
-        .args(extra)
-        .output()
-        .unwrap()
-}
-
 fn listed_ids(out: &std::process::Output) -> Vec<String> {
     stdout(out)
         .lines()

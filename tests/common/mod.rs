@@ -138,3 +138,15 @@ pub fn tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
     out.sort();
     out
 }
+
+/// `runner sweep GRID --results-dir RESULTS EXTRA...`.
+pub fn sweep(grid: &Path, results: &Path, extra: &[&str]) -> Output {
+    runner()
+        .arg("sweep")
+        .arg(grid)
+        .arg("--results-dir")
+        .arg(results)
+        .args(extra)
+        .output()
+        .unwrap()
+}
