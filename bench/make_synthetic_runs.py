@@ -6,7 +6,8 @@
     time runner report OUT_DIR > /dev/null
 
 Each copy gets its own seed and learning rate in config.toml and a jittered
-best accuracy in summary.json; metrics.csv is copied as it is.
+best accuracy in summary.json; metrics.csv and best.safetensors are copied
+as they are (report checks that a completed run's checkpoint loads).
 """
 import json
 import os
@@ -29,7 +30,8 @@ def main():
         open(os.path.join(run, "config.toml"), "w").write(text)
         s = dict(summary, best_val_acc=summary["best_val_acc"] - 0.0001 * (i % 7), run_id=os.path.basename(run))
         json.dump(s, open(os.path.join(run, "summary.json"), "w"), indent=2)
-        shutil.copy(os.path.join(src, "metrics.csv"), os.path.join(run, "metrics.csv"))
+        for name in ("metrics.csv", "best.safetensors"):
+            shutil.copy(os.path.join(src, name), os.path.join(run, name))
 
 
 if __name__ == "__main__":

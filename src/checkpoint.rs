@@ -86,6 +86,16 @@ impl Weights {
         Self::from_safetensors(&path.display().to_string(), &bytes)
     }
 
+    /// Checks that a file is a whole, well-formed safetensors file (header,
+    /// offsets and length), without converting its tensors.
+    pub fn verify(path: &Path) -> Result<()> {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("reading checkpoint {}", path.display()))?;
+        SafeTensors::deserialize(&bytes)
+            .map(|_| ())
+            .map_err(|e| anyhow::anyhow!("{}: not a whole safetensors file: {e}", path.display()))
+    }
+
     /// The metadata runner wrote into a checkpoint (empty for files from
     /// elsewhere, e.g. PyTorch).
     pub fn load_metadata(path: &Path) -> Result<BTreeMap<String, String>> {

@@ -96,7 +96,7 @@ pub fn run_one(
     let best_file = run_dir.file(results::BEST_FILE);
     let best_damaged = previous
         .as_ref()
-        .is_some_and(|s| s.status == Status::Completed && Weights::load(&best_file).is_err());
+        .is_some_and(|s| s.status == Status::Completed && Weights::verify(&best_file).is_err());
     if best_damaged {
         eprintln!(
             "{} is damaged: training the run again from scratch (deterministic: the same bits)",

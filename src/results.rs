@@ -241,7 +241,7 @@ impl RunDir {
 
     /// The best checkpoint loads: a completed run without one is not done.
     pub fn best_is_readable(&self) -> bool {
-        crate::checkpoint::Weights::load(&self.file(BEST_FILE)).is_ok()
+        crate::checkpoint::Weights::verify(&self.file(BEST_FILE)).is_ok()
     }
 }
 

@@ -243,7 +243,7 @@ pub fn read_run(dir: &Path) -> Result<RunRecord> {
             );
         }
         let best = dir.join(results::BEST_FILE);
-        if let Err(e) = crate::checkpoint::Weights::load(&best) {
+        if let Err(e) = crate::checkpoint::Weights::verify(&best) {
             bail!("{e:#}: rerun it to repair (training is deterministic)");
         }
     }
