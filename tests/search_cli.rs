@@ -6,7 +6,6 @@ mod common;
 use common::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
@@ -228,33 +227,8 @@ fn halving_killed_in_rung_two_and_rerun_ends_as_an_uninterrupted_one() {
 
     // Kill -9 once a rung-2 run has its second epoch's row.
     let results = tmp.path().join("killed");
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("runner"))
-        .arg("sweep")
-        .arg(&g)
-        .arg("--results-dir")
-        .arg(&results)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    let in_rung_two = || {
-        std::fs::read_dir(results.join("halve"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|e| {
-                std::fs::read_to_string(e.path().join("metrics.csv"))
-                    .is_ok_and(|t| t.lines().count() >= 3)
-            })
-    };
-    while !in_rung_two() {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "rung 2 never started"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let mut child = spawn_sweep(&g, &results, &[]);
+    wait_for_rows(&results.join("halve"), 3);
     child.kill().unwrap();
     child.wait().unwrap();
     let out = sweep(&g, &results, &[]);
@@ -269,17 +243,7 @@ fn two_processes_share_a_halving_sweep_and_train_no_run_twice() {
     let reference = tmp.path().join("reference");
     assert!(sweep(&g, &reference, &[]).status.success());
     let results = tmp.path().join("shared");
-    let spawn = || {
-        std::process::Command::new(assert_cmd::cargo::cargo_bin("runner"))
-            .arg("sweep")
-            .arg(&g)
-            .arg("--results-dir")
-            .arg(&results)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
+    let spawn = || spawn_sweep(&g, &results, &[]);
     let (a, b) = (spawn(), spawn());
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
     assert!(
@@ -333,31 +297,8 @@ fn jobs_share_a_grid_without_training_a_run_twice_and_ctrl_c_leaves_it_resumable
             spec_head("long").replace("limit_train = 1000", "limit_train = 4000")
         ),
     );
-    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("runner"))
-        .arg("sweep")
-        .arg(&g)
-        .arg("--results-dir")
-        .arg(&results)
-        .args(["--jobs", "2"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    let first_row = || {
-        std::fs::read_dir(results.join("long"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|e| {
-                std::fs::read_to_string(e.path().join("metrics.csv"))
-                    .is_ok_and(|t| t.lines().count() >= 2)
-            })
-    };
-    while !first_row() {
-        assert!(started.elapsed() < Duration::from_secs(120));
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let child = spawn_sweep(&g, &results, &["--jobs", "2"]);
+    wait_for_rows(&results.join("long"), 2);
     // SAFETY: signalling our own child process.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = child.wait_with_output().unwrap();

@@ -97,7 +97,7 @@ fn a_run_killed_mid_epoch_resumes_to_the_same_result() {
 
     // Start, wait for the first epoch's row, kill -9 inside the second epoch.
     let results = tmp.path().join("killed");
-    let mut child = spawn_sweep(&path, &results);
+    let mut child = spawn_sweep(&path, &results, &[]);
     let run = results.join("long").join(&id);
     wait_for_first_epoch(&run);
     std::thread::sleep(Duration::from_millis(150));
@@ -131,19 +131,6 @@ fn a_run_killed_mid_epoch_resumes_to_the_same_result() {
     assert_eq!(read_json(&run.join("summary.json"))["status"], "completed");
 }
 
-/// `runner sweep` in the background, its output captured.
-fn spawn_sweep(grid: &Path, results: &Path) -> std::process::Child {
-    std::process::Command::new(assert_cmd::cargo::cargo_bin("runner"))
-        .arg("sweep")
-        .arg(grid)
-        .arg("--results-dir")
-        .arg(results)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
 /// Waits until the run's first epoch has its metrics row.
 fn wait_for_first_epoch(run: &Path) {
     let started = Instant::now();
@@ -167,7 +154,7 @@ fn two_processes_share_a_grid_without_training_a_run_twice() {
     let tmp = tempfile::tempdir().unwrap();
     let g = grid(tmp.path(), "shared", SMALL);
     let results = tmp.path().join("results");
-    let spawn = || spawn_sweep(&g, &results);
+    let spawn = || spawn_sweep(&g, &results, &[]);
     let (a, b) = (spawn(), spawn());
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
     assert!(
@@ -351,7 +338,7 @@ fn ctrl_c_stops_cleanly_with_130_and_the_rerun_resumes() {
     let results = tmp.path().join("results");
     let id = listed_ids(&sweep(&path, &results, &["--list"])).remove(0);
     let run = results.join("intr").join(&id);
-    let child = spawn_sweep(&path, &results);
+    let child = spawn_sweep(&path, &results, &[]);
     wait_for_first_epoch(&run);
     // SAFETY: sending SIGINT to our own child process.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };

@@ -150,3 +150,42 @@ pub fn sweep(grid: &Path, results: &Path, extra: &[&str]) -> Output {
         .output()
         .unwrap()
 }
+
+/// `runner sweep GRID --results-dir RESULTS EXTRA...` in the background,
+/// its output captured.
+pub fn spawn_sweep(grid: &Path, results: &Path, extra: &[&str]) -> std::process::Child {
+    std::process::Command::new(assert_cmd::cargo::cargo_bin("runner"))
+        .arg("sweep")
+        .arg(grid)
+        .arg("--results-dir")
+        .arg(results)
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until some run folder under `sweep_dir` has `lines` lines of
+/// metrics.csv (the header and lines - 1 epochs).
+pub fn wait_for_rows(sweep_dir: &Path, lines: usize) {
+    let started = std::time::Instant::now();
+    let reached = || {
+        std::fs::read_dir(sweep_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                std::fs::read_to_string(e.path().join("metrics.csv"))
+                    .is_ok_and(|t| t.lines().count() >= lines)
+            })
+    };
+    while !reached() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "no run under {} reached {lines} metrics lines",
+            sweep_dir.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
