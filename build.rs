@@ -1,4 +1,6 @@
-// Records the git commit the binary was built from, when there is one.
+// Records what the binary was built from: the git commit, when there is
+// one, and the dfdx version Cargo.lock resolved (both go into every run
+// summary).
 use std::process::Command;
 
 fn main() {
@@ -11,6 +13,26 @@ fn main() {
     if let Some(commit) = commit.filter(|c| !c.is_empty()) {
         println!("cargo:rustc-env=RUNNER_GIT_COMMIT={commit}");
     }
+    println!(
+        "cargo:rustc-env=RUNNER_DFDX_VERSION={}",
+        locked_version("dfdx")
+    );
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/refs");
+    println!("cargo:rerun-if-changed=Cargo.lock");
+}
+
+/// The version of `package` in Cargo.lock: the line after its `name`.
+fn locked_version(package: &str) -> String {
+    let lock = std::fs::read_to_string("Cargo.lock").expect("Cargo.lock is read at build time");
+    let name = format!("name = \"{package}\"");
+    let mut lines = lock.lines();
+    while let Some(line) = lines.next() {
+        if line == name {
+            if let Some(version) = lines.next().and_then(|l| l.strip_prefix("version = ")) {
+                return version.trim_matches('"').to_string();
+            }
+        }
+    }
+    panic!("Cargo.lock has no {package} package");
 }

@@ -15,52 +15,16 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use runner::model::kernels::{Act, ConvDims, Pool, LENET_C1, LENET_C3};
-use runner::model::lanes::{
-    conv_forward, conv_input_grad, conv_input_grad_from_margins, conv_weight_grad, padded_hw,
-    pool_act_backward, pool_forward, RowLayout, Taps,
-};
-use runner::model::simd::{Lanes, Portable, LANES};
+use runner::kernels::activation::Act;
+use runner::kernels::conv::{conv_forward, conv_input_grad_from_margins, conv_weight_grad, Taps};
+use runner::kernels::pool::{pool_act_backward, pool_forward};
+use runner::kernels::shapes::{padded_hw, ConvDims, Pool, RowLayout, LENET_C1, LENET_C3};
+use runner::kernels::simd::{Lanes, LANES};
+use runner::with_simd;
 
 /// Blocks cycled through per round: a batch of 256 images.
 const BLOCKS: usize = 32;
 const ROUNDS: usize = 40;
-
-/// Runs `$body` with `$s` the instruction set `runner` would use, compiled
-/// for it (what the crate's internal `with_simd!` does).
-macro_rules! on_best_isa {
-    (|$s:ident| $body:expr) => {{
-        #[cfg(target_arch = "x86_64")]
-        {
-            use runner::model::simd::{avx2_fma, avx512, run_avx2_fma, run_avx512};
-            if let Some($s) = avx512() {
-                // SAFETY: `avx512()` returned Some: the CPU has AVX-512.
-                unsafe {
-                    run_avx512(
-                        #[inline(always)]
-                        || $body,
-                    )
-                }
-            } else if let Some($s) = avx2_fma() {
-                // SAFETY: `avx2_fma()` returned Some: the CPU has AVX2 and FMA.
-                unsafe {
-                    run_avx2_fma(
-                        #[inline(always)]
-                        || $body,
-                    )
-                }
-            } else {
-                let $s = Portable;
-                $body
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            let $s = Portable;
-            $body
-        }
-    }};
-}
 
 /// `n` lane pixels of deterministic values in [-0.5, 0.5).
 fn lanes(n: usize, seed: u32) -> Vec<Lanes> {
@@ -101,7 +65,6 @@ struct Stage {
     dx: Vec<Lanes>,
     dw: Vec<f32>,
     db: Vec<f32>,
-    scratch: Vec<Lanes>,
 }
 
 /// The kernels of a stage.
@@ -112,10 +75,8 @@ enum Kernel {
     Pool(Pool),
     PoolActBack(Act, Pool),
     WeightGrad,
-    /// From a dense `dz`, copied into one with margins first.
-    InputGrad,
     /// From a `dz` with margins, as the chain's backward writes it.
-    InputGradFromMargins,
+    InputGrad,
 }
 
 impl Stage {
@@ -126,8 +87,8 @@ impl Stage {
             name,
             d,
             b: floats(d.o, 2),
-            forward_taps: on_best_isa!(|s| Taps::forward(s, &d, &w)),
-            input_taps: on_best_isa!(|s| Taps::input_grad(s, &d, &w)),
+            forward_taps: with_simd!(|s| Taps::forward(s, &d, &w)),
+            input_taps: with_simd!(|s| Taps::input_grad(s, &d, &w)),
             xp: per_block(d.c * hp * wp, 100),
             z: per_block(d.out_len(), 300),
             pooled: per_block(d.out_len() / 4, 400),
@@ -136,7 +97,6 @@ impl Stage {
             dx: lanes(d.in_len(), 600),
             dw: vec![0.0; d.o * d.ckk()],
             db: vec![0.0; d.o],
-            scratch: Vec::new(),
         }
     }
 
@@ -172,13 +132,11 @@ impl Stage {
         if self.d.pad == 0 {
             // Training needs no input gradient for c1: its input is data.
             kernels.push((format!("{name} input grad"), macs, Kernel::InputGrad));
-            let label = format!("{name} input grad, margins");
-            kernels.push((label, macs, Kernel::InputGradFromMargins));
         }
         kernels
     }
 
-    /// Runs `kernel` on block `i`. Each call goes through `on_best_isa!`
+    /// Runs `kernel` on block `i`. Each call goes through `with_simd!`
     /// itself, so that it is compiled for that instruction set.
     fn run(&mut self, kernel: Kernel, i: usize) {
         let d = &self.d;
@@ -187,13 +145,13 @@ impl Stage {
         let (taps, b) = (&self.forward_taps, &self.b);
         match kernel {
             Kernel::Conv(act) => {
-                on_best_isa!(|s| conv_forward(s, d, xp, taps, b, act, z, None))
+                with_simd!(|s| conv_forward(s, d, xp, taps, b, act, z, None))
             }
             Kernel::ConvPool(act, pool) => {
                 let into = Some((pool, &mut pooled[..]));
-                on_best_isa!(|s| conv_forward(s, d, xp, taps, b, act, z, into))
+                with_simd!(|s| conv_forward(s, d, xp, taps, b, act, z, into))
             }
-            Kernel::Pool(pool) => on_best_isa!(|s| pool_forward(s, pool, dims, z, pooled)),
+            Kernel::Pool(pool) => with_simd!(|s| pool_forward(s, pool, dims, z, pooled)),
             Kernel::PoolActBack(act, pool) => {
                 // Into dz with margins where the chain writes it so (c3).
                 let (dz, db) = (&mut self.dz_margins, &mut self.db);
@@ -203,21 +161,16 @@ impl Stage {
                     RowLayout::dense(d.wo())
                 };
                 let dz = &mut dz[..d.o * d.ho() * rows.stride];
-                on_best_isa!(|s| pool_act_backward(s, pool, act, dims, z, pooled, dz, rows, db))
+                with_simd!(|s| pool_act_backward(s, pool, act, dims, z, pooled, dz, rows, db))
             }
             Kernel::WeightGrad => {
                 let (dz, dw) = (&self.dz, &mut self.dw);
                 let rows = RowLayout::dense(d.wo());
-                on_best_isa!(|s| conv_weight_grad(s, d, xp, dz, rows, dw))
+                with_simd!(|s| conv_weight_grad(s, d, xp, dz, rows, dw))
             }
             Kernel::InputGrad => {
-                let (dz, taps, dx) = (&self.dz, &self.input_taps, &mut self.dx);
-                let scratch = &mut self.scratch;
-                on_best_isa!(|s| conv_input_grad(s, d, dz, taps, dx, scratch))
-            }
-            Kernel::InputGradFromMargins => {
                 let (dz, taps, dx) = (&self.dz_margins, &self.input_taps, &mut self.dx);
-                on_best_isa!(|s| conv_input_grad_from_margins(s, d, dz, taps, dx))
+                with_simd!(|s| conv_input_grad_from_margins(s, d, dz, taps, dx))
             }
         }
     }
@@ -226,7 +179,7 @@ impl Stage {
 fn main() {
     println!(
         "kernels on {:?}, microseconds per block of {LANES} images (best of {ROUNDS} rounds over {BLOCKS} blocks)",
-        runner::model::simd::isa()
+        runner::kernels::simd::isa()
     );
     let mut stages = [Stage::new("c1", LENET_C1), Stage::new("c3", LENET_C3)];
     let kernels: Vec<(usize, String, usize, Kernel)> = stages

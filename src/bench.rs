@@ -6,14 +6,12 @@
 use std::time::Instant;
 
 use anyhow::Result;
-use dfdx::prelude::Device;
 use serde::Serialize;
 
 use crate::config::{Activation, ModelConfig, Pooling, RunConfig};
 use crate::data::{epoch_order, Data, Split, PIXELS};
-use crate::device::DeviceTask;
-use crate::model::ConvOps;
-use crate::train::Trainer;
+use crate::engine::{self, Backend};
+use crate::train;
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -71,11 +69,6 @@ pub fn variant(name: &str) -> Result<Variant> {
     })
 }
 
-pub struct Bench<'a> {
-    pub plan: &'a BenchPlan,
-    pub data: &'a Data,
-}
-
 fn config_for(activation: Activation, pooling: Pooling, batch_size: usize) -> RunConfig {
     let defaults = RunConfig::default();
     RunConfig {
@@ -123,32 +116,28 @@ fn timed(
     (images, started.elapsed().as_secs_f64())
 }
 
-impl DeviceTask for Bench<'_> {
-    type Output = Result<Vec<Cell>>;
-
-    fn run<D: Device<f32>, O: ConvOps<D>>(self, dev: D, ops: O) -> Self::Output {
-        let mut cells = Vec::new();
-        let plan = self.plan;
-        for &(name, activation, pooling) in &plan.variants {
-            for &bs in &plan.train_batches {
-                let config = config_for(activation, pooling, bs);
-                let mut trainer = Trainer::new(dev.clone(), ops.clone(), &config);
-                let (images, seconds) = timed(&self.data.train, bs, plan.seconds, |x, y| {
-                    trainer.train_step(x, y, 1e-3);
-                });
-                cells.push(cell(name, "train", bs, images, seconds));
-            }
-            for &bs in &plan.infer_batches {
-                let config = config_for(activation, pooling, bs);
-                let trainer = Trainer::new(dev.clone(), ops.clone(), &config);
-                let (images, seconds) = timed(&self.data.test, bs, plan.seconds, |x, y| {
-                    trainer.logits(x, y.len());
-                });
-                cells.push(cell(name, "infer", bs, images, seconds));
-            }
+/// Times every cell of `plan` on `backend`.
+pub fn cells(backend: Backend, plan: &BenchPlan, data: &Data) -> Vec<Cell> {
+    let mut cells = Vec::new();
+    for &(name, activation, pooling) in &plan.variants {
+        for &bs in &plan.train_batches {
+            let config = config_for(activation, pooling, bs);
+            let mut engine = engine::open(backend, &config);
+            let (images, seconds) = timed(&data.train, bs, plan.seconds, |x, y| {
+                engine.train_step(x, y, 1e-3);
+            });
+            cells.push(cell(name, "train", bs, images, seconds));
         }
-        Ok(cells)
+        for &bs in &plan.infer_batches {
+            let config = config_for(activation, pooling, bs);
+            let engine = engine::open(backend, &config);
+            let (images, seconds) = timed(&data.test, bs, plan.seconds, |x, y| {
+                engine.logits(x, y.len());
+            });
+            cells.push(cell(name, "infer", bs, images, seconds));
+        }
     }
+    cells
 }
 
 fn cell(variant: &str, mode: &str, batch_size: usize, images: usize, seconds: f64) -> Cell {
@@ -162,32 +151,25 @@ fn cell(variant: &str, mode: &str, batch_size: usize, images: usize, seconds: f6
     }
 }
 
-/// One epoch of the seed's setup, timed as `runner run` times it.
-pub struct Epoch<'a> {
-    pub data: &'a Data,
-}
-
-impl DeviceTask for Epoch<'_> {
-    type Output = Result<f64>;
-    fn run<D: Device<f32>, O: ConvOps<D>>(self, dev: D, ops: O) -> Self::Output {
-        let mut config = RunConfig::default();
-        config.train.epochs = 1;
-        let mut trainer = Trainer::new(dev, ops, &config);
-        struct Quiet;
-        impl crate::train::Observer for Quiet {
-            fn epoch_end(
-                &mut self,
-                _: &crate::results::EpochMetrics,
-                _: Option<&crate::checkpoint::Weights>,
-                _: &crate::checkpoint::TrainState,
-            ) -> Result<()> {
-                Ok(())
-            }
+/// Seconds of one epoch of the seed's setup, timed as `runner run` times it.
+pub fn epoch_seconds(backend: Backend, data: &Data) -> Result<f64> {
+    let mut config = RunConfig::default();
+    config.train.epochs = 1;
+    let mut engine = engine::open(backend, &config);
+    struct Quiet;
+    impl train::Observer for Quiet {
+        fn epoch_end(
+            &mut self,
+            _: &crate::results::EpochMetrics,
+            _: Option<&crate::checkpoint::Weights>,
+            _: &crate::checkpoint::TrainState,
+        ) -> Result<()> {
+            Ok(())
         }
-        let started = Instant::now();
-        trainer.fit(&config, self.data, &mut Quiet, None)?;
-        Ok(started.elapsed().as_secs_f64())
     }
+    let started = Instant::now();
+    train::fit(engine.as_mut(), &config, data, &mut Quiet, None)?;
+    Ok(started.elapsed().as_secs_f64())
 }
 
 /// The report as a plain text table.

@@ -8,16 +8,14 @@ use std::fs::File;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use dfdx::prelude::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::checkpoint::{TrainState, Weights};
 use crate::config::RunConfig;
 use crate::data::Data;
-use crate::device::{self, Backend, DeviceTask};
-use crate::model::ConvOps;
+use crate::engine::{self, Backend};
 use crate::results::{self, EpochMetrics, RunDir, Status, Summary};
-use crate::train::{Observer, Outcome, Trainer};
+use crate::train::{self, Observer, Outcome};
 
 /// How to treat what a run folder already holds.
 #[derive(Debug, Clone, Copy, Default)]
@@ -174,14 +172,13 @@ pub fn run_one(
     run_dir.write_metrics(&recorder.rows)?;
     recorder.refresh_summary();
     run_dir.write_summary(&recorder.summary)?;
-    let mut outcome = device::dispatch(
-        backend,
-        Fit {
-            config,
-            data,
-            recorder: &mut recorder,
-            resume: resume.as_ref(),
-        },
+    let mut engine = engine::open(backend, config);
+    let mut outcome = train::fit(
+        engine.as_mut(),
+        config,
+        data,
+        &mut recorder,
+        resume.as_ref(),
     );
     if matches!(outcome, Ok(Outcome::Completed)) {
         if let Err(e) = recorder.score_test(data) {
@@ -219,21 +216,6 @@ fn resumable_state(config: &RunConfig, run_dir: &RunDir) -> Option<TrainState> {
     };
     eprintln!("cannot resume ({problem}): training the run again from scratch");
     None
-}
-
-struct Fit<'a, 'r> {
-    config: &'a RunConfig,
-    data: &'a Data,
-    recorder: &'r mut Recorder<'a>,
-    resume: Option<&'r TrainState>,
-}
-
-impl DeviceTask for Fit<'_, '_> {
-    type Output = Result<Outcome>;
-    fn run<D: Device<f32>, O: ConvOps<D>>(self, dev: D, ops: O) -> Self::Output {
-        let mut trainer = Trainer::new(dev, ops, self.config);
-        trainer.fit(self.config, self.data, self.recorder, self.resume)
-    }
 }
 
 /// Writes each epoch's results as they come, and draws the progress.
@@ -287,7 +269,7 @@ impl<'a> Recorder<'a> {
             device: backend.describe(),
             threads,
             runner_version: env!("CARGO_PKG_VERSION").to_string(),
-            dfdx_version: crate::DFDX_VERSION.to_string(),
+            dfdx_version: engine::DFDX_VERSION.to_string(),
             git_commit: option_env!("RUNNER_GIT_COMMIT").map(String::from),
         };
         Recorder {

@@ -7,7 +7,7 @@ use runner::commands;
 use runner::train::INTERRUPTED;
 
 // Training frees and reallocates the same megabyte-sized buffers every
-// step (activations, gradients, dfdx tensors). glibc's malloc hands large
+// step (activations, gradients, tensors). glibc's malloc hands large
 // blocks back to the kernel and faults fresh zeroed pages in again each
 // time; mimalloc keeps them, which made training ~35 % faster.
 #[global_allocator]

@@ -1,11 +1,15 @@
-//! Gradient checks of the conv, pool and linear ops, both implementations
-//! (fast CPU kernels and dfdx-composed reference), against central finite
-//! differences, and the two implementations against each other.
+//! Gradient checks of the layers: the dfdx-composed reference ops against
+//! central finite differences; the CPU kernels on the tape against finite
+//! differences and against the reference; whole models and training steps
+//! of both against each other.
 
 use dfdx::prelude::*;
-use runner::config::{Activation, ModelConfig, Pooling};
-use runner::model::kernels::{Act, Pool};
-use runner::model::{linear, Act4, ComposedOps, ConvLayer, ConvOps, FastCpuOps, LeNet5, Param};
+use runner::config::{Activation, ModelConfig, Pooling, RunConfig};
+use runner::engine::composed::{activate, conv2d, linear, pool2d, ComposedOps};
+use runner::engine::model::{Act4, ConvLayer, LayerOps, LeNet5, Param, PARAMS};
+use runner::engine::tape::TapeOps;
+use runner::kernels::activation::Act;
+use runner::kernels::shapes::Pool;
 
 fn pseudo_random(n: usize, seed: u64, scale: f32) -> Vec<f32> {
     let mut s = seed
@@ -77,32 +81,17 @@ const CONV_CASES: [ConvCase; 3] = [
     },
 ];
 
-fn conv_value<O: ConvOps<Cpu>>(
-    ops: &O,
-    c: &ConvCase,
-    act: Act,
-    v: &[Vec<f32>],
-    r: &[f32],
-) -> (f64, Vec<Vec<f32>>) {
+/// The reference convolution `act(conv2d(x, w) + b)`: the value of
+/// `sum(out * r)` and the gradients of x, w and b.
+fn conv_value(c: &ConvCase, act: Act, v: &[Vec<f32>], r: &[f32]) -> (f64, Vec<Vec<f32>>) {
     let dev = Cpu::default();
     let x: Act4<Cpu, NoneTape> = dev.tensor_from_vec(v[0].clone(), c.shape);
     let w: Param<Cpu> = dev.tensor_from_vec(v[1].clone(), (v[1].len(),));
     let b: Param<Cpu> = dev.tensor_from_vec(v[2].clone(), (v[2].len(),));
-    // Value without a tape, in f64.
-    let out = ops
-        .conv(x.clone(), &w, &b, c.w_shape, c.pad, act, true)
-        .as_vec();
-    let value = dot64(&out, r);
-    // Gradients with a tape.
-    let out = ops.conv(
-        x.clone().leaky_traced(),
-        &w,
-        &b,
-        c.w_shape,
-        c.pad,
-        act,
-        true,
-    );
+    let out = activate(conv2d(x.clone(), &w, &b, c.w_shape, c.pad), act);
+    let value = dot64(&out.as_vec(), r);
+    let traced = x.clone().leaky_traced();
+    let out = activate(conv2d(traced, &w, &b, c.w_shape, c.pad), act);
     let r_t = dev.tensor_from_vec(r.to_vec(), *out.shape());
     let grads = (out * r_t).sum().backward();
     (
@@ -131,38 +120,21 @@ fn out_len(c: &ConvCase) -> usize {
     n * o * (h + 2 * c.pad + 1 - k) * (w + 2 * c.pad + 1 - k)
 }
 
-fn conv_fd<O: ConvOps<Cpu>>(ops: O, name: &str, acts: &[Act]) {
+#[test]
+fn composed_conv_gradients_match_finite_differences() {
     for c in &CONV_CASES {
-        for &act in acts {
+        for act in [Act::Identity, Act::Sigmoid, Act::Tanh] {
             let v = conv_inputs(c);
             let r = pseudo_random(out_len(c), 4, 1.0);
-            let (_, analytic) = conv_value(&ops, c, act, &v, &r);
+            let (_, analytic) = conv_value(c, act, &v, &r);
             check_against_fd(
-                &format!("{name} conv {:?} {act:?}", c.shape),
+                &format!("composed conv {:?} {act:?}", c.shape),
                 &v,
                 &analytic,
-                &|v| conv_value(&ops, c, act, v, &r).0,
+                &|v| conv_value(c, act, v, &r).0,
             );
         }
     }
-}
-
-#[test]
-fn fast_conv_gradients_match_finite_differences() {
-    conv_fd(
-        FastCpuOps,
-        "fast",
-        &[Act::Identity, Act::Sigmoid, Act::Tanh],
-    );
-}
-
-#[test]
-fn composed_conv_gradients_match_finite_differences() {
-    conv_fd(
-        ComposedOps,
-        "composed",
-        &[Act::Identity, Act::Sigmoid, Act::Tanh],
-    );
 }
 
 fn assert_close(what: &str, a: &[f32], b: &[f32], tol: f32) {
@@ -175,112 +147,117 @@ fn assert_close(what: &str, a: &[f32], b: &[f32], tol: f32) {
     }
 }
 
+/// A chain of conv + activation + pool stages: `input` [B, C, H, W] and
+/// per stage its weight shape and padding. Values in `v`: x, then weights
+/// and bias of each stage.
+struct Chain {
+    input: (usize, usize, usize, usize),
+    stages: &'static [([usize; 4], usize)],
+}
+
+/// LeNet's c1-s2-c3-s4, smaller, with a padded 3x3 second stage; 9
+/// images: a full block of eight and a partial one.
+const SMALL_LENET: Chain = Chain {
+    input: (9, 1, 12, 12),
+    stages: &[([2, 1, 5, 5], 2), ([3, 2, 3, 3], 1)],
+};
+/// Odd channel counts (2 in, 5 out), 11 images.
+const ODD_CHANNELS: Chain = Chain {
+    input: (11, 2, 6, 6),
+    stages: &[([5, 2, 3, 3], 1)],
+};
+
+impl Chain {
+    fn inputs(&self) -> Vec<Vec<f32>> {
+        let (n, c, h, w) = self.input;
+        let mut v = vec![pseudo_random(n * c * h * w, 21, 1.0)];
+        for (i, (shape, _)) in self.stages.iter().enumerate() {
+            let seed = 22 + 2 * i as u64;
+            v.push(pseudo_random(shape.iter().product(), seed, 0.5));
+            v.push(pseudo_random(shape[0], seed + 1, 0.5));
+        }
+        v
+    }
+
+    fn output_len(&self) -> usize {
+        let (n, _, mut h, mut w) = self.input;
+        let mut c = 0;
+        for ([o, _, k, _], pad) in self.stages {
+            (c, h, w) = (*o, (h + 2 * pad + 1 - k) / 2, (w + 2 * pad + 1 - k) / 2);
+        }
+        n * c * h * w
+    }
+
+    /// The value of `sum(out * r)` and the gradients of x and every parameter.
+    fn value<O: LayerOps<Cpu>>(
+        &self,
+        ops: &O,
+        act: Act,
+        pool: Pool,
+        v: &[Vec<f32>],
+        r: &[f32],
+    ) -> (f64, Vec<Vec<f32>>) {
+        let dev = Cpu::default();
+        let x: Act4<Cpu, NoneTape> = dev.tensor_from_vec(v[0].clone(), self.input);
+        let p: Vec<Param<Cpu>> = v[1..]
+            .iter()
+            .map(|values| dev.tensor_from_vec(values.clone(), (values.len(),)))
+            .collect();
+        let layers: Vec<ConvLayer<Cpu>> = self
+            .stages
+            .iter()
+            .enumerate()
+            .map(|(i, &(shape, pad))| ConvLayer {
+                w: &p[2 * i],
+                b: &p[2 * i + 1],
+                shape,
+                pad,
+            })
+            .collect();
+        let out = ops.conv_pool_chain(x.clone(), &layers, act, pool, true);
+        let value = dot64(&out.as_vec(), r);
+        let out = ops.conv_pool_chain(x.clone().leaky_traced(), &layers, act, pool, true);
+        let r_t = dev.tensor_from_vec(r.to_vec(), *out.shape());
+        let grads = (out * r_t).sum().backward();
+        let mut all = vec![grads.get(&x).as_vec()];
+        all.extend(p.iter().map(|t| grads.get(t).as_vec()));
+        (value, all)
+    }
+}
+
 #[test]
-fn fast_conv_matches_composed_conv_values_and_gradients() {
-    for c in &CONV_CASES {
-        for act in [Act::Identity, Act::Sigmoid, Act::Relu, Act::Tanh] {
-            let v = conv_inputs(c);
-            let r = pseudo_random(out_len(c), 5, 1.0);
-            let (fv, fg) = conv_value(&FastCpuOps, c, act, &v, &r);
-            let (cv, cg) = conv_value(&ComposedOps, c, act, &v, &r);
+fn conv_pool_chains_match_finite_differences_and_each_other() {
+    for chain in [SMALL_LENET, ODD_CHANNELS] {
+        let v = chain.inputs();
+        let r = pseudo_random(chain.output_len(), 26, 1.0);
+        for (act, pool) in [
+            (Act::Sigmoid, Pool::Avg),
+            (Act::Tanh, Pool::Avg),
+            (Act::Relu, Pool::Max),
+            (Act::Sigmoid, Pool::Max),
+        ] {
+            let what = format!("chain {:?} {act:?} {pool:?}", chain.stages);
+            let (fv, fg) = chain.value(&TapeOps, act, pool, &v, &r);
+            let (cv, cg) = chain.value(&ComposedOps, act, pool, &v, &r);
             assert!(
                 (fv - cv).abs() < 1e-4 * (1.0 + cv.abs()),
-                "{:?} {act:?}: {fv} vs {cv}",
-                c.shape
+                "{what}: {fv} vs {cv}"
             );
-            for (i, (f, g)) in fg.iter().zip(&cg).enumerate() {
-                assert_close(&format!("conv {:?} {act:?} grad {i}", c.shape), f, g, 1e-4);
+            for (i, (f, c)) in fg.iter().zip(&cg).enumerate() {
+                assert_close(&format!("{what} grad {i}"), f, c, 1e-4);
+            }
+            // Finite differences need smooth functions: no max-pool or relu kinks.
+            if pool == Pool::Avg {
+                check_against_fd(&format!("tape {what}"), &v, &fg, &|v| {
+                    chain.value(&TapeOps, act, pool, v, &r).0
+                });
             }
         }
     }
 }
 
-/// A chain of two conv + activation + pool stages (LeNet's c1-s2-c3-s4,
-/// smaller, with a padded second stage): `v` holds x, then weights and
-/// bias of each stage. Returns the value of `sum(out * r)` and the
-/// gradients of x and every parameter.
-fn chain_value<O: ConvOps<Cpu>>(
-    ops: &O,
-    act: Act,
-    pool: Pool,
-    v: &[Vec<f32>],
-    r: &[f32],
-) -> (f64, Vec<Vec<f32>>) {
-    let dev = Cpu::default();
-    // 9 images: a full block of eight and a partial one.
-    let x: Act4<Cpu, NoneTape> = dev.tensor_from_vec(v[0].clone(), CHAIN_INPUT);
-    let p: Vec<Param<Cpu>> = v[1..]
-        .iter()
-        .map(|values| dev.tensor_from_vec(values.clone(), (values.len(),)))
-        .collect();
-    let layers = [
-        ConvLayer {
-            w: &p[0],
-            b: &p[1],
-            shape: [2, 1, 5, 5],
-            pad: 2,
-        },
-        ConvLayer {
-            w: &p[2],
-            b: &p[3],
-            shape: [3, 2, 3, 3],
-            pad: 1,
-        },
-    ];
-    let out = ops.conv_pool_chain(x.clone(), &layers, act, pool, true);
-    let value = dot64(&out.as_vec(), r);
-    let out = ops.conv_pool_chain(x.clone().leaky_traced(), &layers, act, pool, true);
-    let r_t = dev.tensor_from_vec(r.to_vec(), *out.shape());
-    let grads = (out * r_t).sum().backward();
-    let mut all = vec![grads.get(&x).as_vec()];
-    all.extend(p.iter().map(|t| grads.get(t).as_vec()));
-    (value, all)
-}
-
-const CHAIN_INPUT: (usize, usize, usize, usize) = (9, 1, 12, 12);
-/// 3 channels of 3 x 3 per image: 12 -> conv -> 12 -> pool -> 6 -> conv -> 6 -> pool -> 3.
-const CHAIN_OUTPUT_LEN: usize = 9 * 3 * 3 * 3;
-
-fn chain_inputs() -> Vec<Vec<f32>> {
-    vec![
-        pseudo_random(9 * 144, 21, 1.0),
-        pseudo_random(2 * 25, 22, 0.5),
-        pseudo_random(2, 23, 0.5),
-        pseudo_random(3 * 2 * 9, 24, 0.5),
-        pseudo_random(3, 25, 0.5),
-    ]
-}
-
-#[test]
-fn conv_pool_chains_match_finite_differences_and_each_other() {
-    let v = chain_inputs();
-    let r = pseudo_random(CHAIN_OUTPUT_LEN, 26, 1.0);
-    for (act, pool) in [
-        (Act::Sigmoid, Pool::Avg),
-        (Act::Tanh, Pool::Avg),
-        (Act::Relu, Pool::Max),
-        (Act::Sigmoid, Pool::Max),
-    ] {
-        let (fv, fg) = chain_value(&FastCpuOps, act, pool, &v, &r);
-        let (cv, cg) = chain_value(&ComposedOps, act, pool, &v, &r);
-        assert!(
-            (fv - cv).abs() < 1e-4 * (1.0 + cv.abs()),
-            "{act:?} {pool:?}: {fv} vs {cv}"
-        );
-        for (i, (f, c)) in fg.iter().zip(&cg).enumerate() {
-            assert_close(&format!("chain {act:?} {pool:?} grad {i}"), f, c, 1e-4);
-        }
-        // Finite differences need smooth functions: no max-pool or relu kinks.
-        if pool == Pool::Avg {
-            check_against_fd(&format!("fast chain {act:?}"), &v, &fg, &|v| {
-                chain_value(&FastCpuOps, act, pool, v, &r).0
-            });
-        }
-    }
-}
-
-fn pool_value<O: ConvOps<Cpu>>(
-    ops: &O,
+/// The reference pooling: the value of `sum(out * r)` and the gradient of x.
+fn pool_value(
     shape: (usize, usize, usize, usize),
     kind: Pool,
     x: &[f32],
@@ -288,15 +265,15 @@ fn pool_value<O: ConvOps<Cpu>>(
 ) -> (f64, Vec<f32>) {
     let dev = Cpu::default();
     let xt: Act4<Cpu, NoneTape> = dev.tensor_from_vec(x.to_vec(), shape);
-    let value = dot64(&ops.pool(xt.clone(), kind).as_vec(), r);
-    let out = ops.pool(xt.clone().leaky_traced(), kind);
+    let value = dot64(&pool2d(xt.clone(), kind).as_vec(), r);
+    let out = pool2d(xt.clone().leaky_traced(), kind);
     let r_t = dev.tensor_from_vec(r.to_vec(), *out.shape());
     let grads = (out * r_t).sum().backward();
     (value, grads.get(&xt).as_vec())
 }
 
 #[test]
-fn pool_gradients_match_finite_differences_and_each_other() {
+fn composed_pool_gradients_match_finite_differences() {
     let shape = (2, 3, 6, 4);
     // Distinct values, far apart relative to eps, so max pooling has no ties.
     let mut x: Vec<f32> = (0..2 * 3 * 6 * 4)
@@ -306,18 +283,13 @@ fn pool_gradients_match_finite_differences_and_each_other() {
     x.iter_mut().zip(jitter).for_each(|(a, b)| *a += b);
     let r = pseudo_random(2 * 3 * 3 * 2, 6, 1.0);
     for kind in [Pool::Avg, Pool::Max] {
-        let (fv, fg) = pool_value(&FastCpuOps, shape, kind, &x, &r);
-        let (cv, cg) = pool_value(&ComposedOps, shape, kind, &x, &r);
-        assert!((fv - cv).abs() < 1e-5, "{kind:?}: {fv} vs {cv}");
-        assert_close(&format!("{kind:?} pool grad"), &fg, &cg, 1e-6);
-        for (name, grad) in [("fast", &fg), ("composed", &cg)] {
-            check_against_fd(
-                &format!("{name} {kind:?} pool"),
-                &[x.clone()],
-                std::slice::from_ref(grad),
-                &|v| pool_value(&FastCpuOps, shape, kind, &v[0], &r).0,
-            );
-        }
+        let (_, grad) = pool_value(shape, kind, &x, &r);
+        check_against_fd(
+            &format!("composed {kind:?} pool"),
+            &[x.clone()],
+            &[grad],
+            &|v| pool_value(shape, kind, &v[0], &r).0,
+        );
     }
 }
 
@@ -351,7 +323,7 @@ fn linear_gradients_match_finite_differences() {
 }
 
 /// Logits and every parameter gradient of a whole LeNet-5 step.
-fn model_step<O: ConvOps<Cpu>>(
+fn model_step<O: LayerOps<Cpu>>(
     ops: &O,
     arch: &ModelConfig,
     x: &[f32],
@@ -385,7 +357,7 @@ fn model_step<O: ConvOps<Cpu>>(
 }
 
 #[test]
-fn whole_model_fast_and_composed_agree_for_every_variant() {
+fn whole_model_on_the_tape_and_composed_agree_for_every_variant() {
     let n = 11; // spans two kernel chunks, the second one partial
     let x: Vec<f32> = pseudo_random(n * 784, 7, 0.5)
         .iter()
@@ -400,18 +372,47 @@ fn whole_model_fast_and_composed_agree_for_every_variant() {
                     pooling,
                     activate_c5_f6,
                 };
-                let (fl, fg) = model_step(&FastCpuOps, &arch, &x, &labels);
+                let (fl, fg) = model_step(&TapeOps, &arch, &x, &labels);
                 let (cl, cg) = model_step(&ComposedOps, &arch, &x, &labels);
                 assert_close(&format!("{arch:?} logits"), &fl, &cl, 1e-4);
                 for (i, (f, c)) in fg.iter().zip(&cg).enumerate() {
-                    assert_close(
-                        &format!("{arch:?} grad of {}", runner::model::PARAMS[i].0),
-                        f,
-                        c,
-                        2e-4,
-                    );
+                    assert_close(&format!("{arch:?} grad of {}", PARAMS[i].0), f, c, 2e-4);
                 }
             }
+        }
+    }
+}
+
+/// Through the engine seam: a few SGD steps of the CPU engine and of the
+/// reference (composed ops) end with the same weights and momentum, and
+/// the same logits along the way, within float tolerance.
+#[test]
+fn training_steps_through_the_engine_agree_with_the_reference() {
+    let mut config = RunConfig::default();
+    config.model.activation = Activation::Relu;
+    config.model.pooling = Pooling::Max;
+    config.train.momentum = 0.9;
+    config.train.weight_decay = 5e-4;
+    let backend = runner::engine::resolve(runner::config::DeviceChoice::Cpu).unwrap();
+    let mut cpu = runner::engine::open(backend, &config);
+    let mut reference = runner::engine::open_reference(&config);
+    let n = 11;
+    for step in 0..3 {
+        let x: Vec<f32> = pseudo_random(n * 784, 30 + step, 0.5)
+            .iter()
+            .map(|v| v + 0.5)
+            .collect();
+        let labels: Vec<usize> = (0..n).map(|i| (i * 3 + step as usize) % 10).collect();
+        let a = cpu.train_step(x.clone(), &labels, 0.05);
+        let b = reference.train_step(x, &labels, 0.05);
+        assert_close(&format!("step {step} logits"), &a, &b, 1e-4);
+    }
+    for (what, a, b) in [
+        ("weights", cpu.weights(), reference.weights()),
+        ("momentum", cpu.momentum(), reference.momentum()),
+    ] {
+        for ((name, _, x), (_, _, y)) in a.tensors.iter().zip(&b.tensors) {
+            assert_close(&format!("{what} {name}"), x, y, 1e-3);
         }
     }
 }

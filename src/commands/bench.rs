@@ -2,11 +2,11 @@
 
 use anyhow::{Context, Result};
 
-use crate::bench::{self, Bench, BenchPlan, BenchReport, Epoch};
+use crate::bench::{self, BenchPlan, BenchReport};
 use crate::cli::BenchArgs;
 use crate::config::{DataConfig, DeviceChoice};
 use crate::data;
-use crate::device;
+use crate::engine;
 use crate::results::{cpu_model, peak_rss_mb};
 
 pub fn execute(args: &BenchArgs) -> Result<i32> {
@@ -14,7 +14,7 @@ pub fn execute(args: &BenchArgs) -> Result<i32> {
         serde_json::from_value(serde_json::Value::String(args.device.clone())).map_err(|_| {
             anyhow::anyhow!("--device {:?}: expected auto, cpu or cuda", args.device)
         })?;
-    let backend = device::resolve(choice)?;
+    let backend = engine::resolve(choice)?;
     let variants = args
         .variants
         .iter()
@@ -42,15 +42,9 @@ pub fn execute(args: &BenchArgs) -> Result<i32> {
     {
         anyhow::bail!("batch sizes must be between 1 and {}", data.test.len());
     }
-    let cells = device::dispatch(
-        backend,
-        Bench {
-            plan: &plan,
-            data: &data,
-        },
-    )?;
+    let cells = bench::cells(backend, &plan, &data);
     let epoch_seconds = if plan.epoch {
-        Some(device::dispatch(backend, Epoch { data: &data })?)
+        Some(bench::epoch_seconds(backend, &data)?)
     } else {
         None
     };

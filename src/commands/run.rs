@@ -5,7 +5,7 @@ use anyhow::{bail, Context, Result};
 use crate::cli::RunArgs;
 use crate::config::{self, Sources};
 use crate::data;
-use crate::device;
+use crate::engine;
 use crate::execute::{run_one, Policy, RunOutcome};
 use crate::results::{self, RunDir};
 
@@ -24,7 +24,7 @@ pub fn execute(args: &RunArgs) -> Result<i32> {
     if !args.force && is_completed(&run_dir, &config) {
         return report_completed(&run_dir);
     }
-    let backend = device::resolve(config.train.device)?;
+    let backend = engine::resolve(config.train.device)?;
     let threads = super::init_threads(config.train.threads);
     let data = data::load(&config.data).context("loading the dataset")?;
     let held_out = data

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 
 use crate::cli::SweepArgs;
 use crate::data::{self, Data};
-use crate::device;
+use crate::engine;
 use crate::execute::{run_one, Policy, RunOutcome};
 use crate::sweep::grid::Grid;
 use crate::sweep::halving;
@@ -400,7 +400,7 @@ fn train_point(
         let data = data::load(&run.config.data).context("loading the dataset")?;
         datasets.insert(key.clone(), data);
     }
-    let backend = device::resolve(run.config.train.device)?;
+    let backend = engine::resolve(run.config.train.device)?;
     run_one(
         &run.config,
         &datasets[&key],

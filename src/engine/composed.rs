@@ -1,12 +1,68 @@
-//! Reference ops composed only from dfdx tensor ops (gather, matmul,
+//! The layers composed only from dfdx tensor ops (gather, matmul,
 //! reshape, max, mean), so they run on any dfdx device, CUDA included, and
 //! dfdx derives their gradients. Slow on the CPU (dfdx's gather is serial);
-//! the fast CPU kernels are tested against these.
+//! the CPU kernels on the tape are tested against these.
 
 use dfdx::prelude::*;
 
-use super::kernels::{ConvDims, Pool};
-use super::{Act4, Param};
+use super::model::{Act4, ConvLayer, DenseLayer, LayerOps, Param};
+use crate::kernels::activation::Act;
+use crate::kernels::shapes::{ConvDims, Pool};
+
+/// The layers as dfdx ops: any device.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ComposedOps;
+
+impl<D: Device<f32>> LayerOps<D> for ComposedOps {
+    fn conv_pool_chain<T: Tape<f32, D>>(
+        &self,
+        x: Act4<D, T>,
+        layers: &[ConvLayer<D>],
+        act: Act,
+        pool: Pool,
+        _need_dx: bool,
+    ) -> Act4<D, T> {
+        let mut x = x;
+        for l in layers {
+            x = pool2d(activate(conv2d(x, l.w, l.b, l.shape, l.pad), act), pool);
+        }
+        x
+    }
+
+    fn dense_head<T: Tape<f32, D>>(
+        &self,
+        x: Act4<D, T>,
+        layers: &[DenseLayer<D>],
+        act: Act,
+    ) -> Tensor<(usize, usize), f32, D, T> {
+        let batch = x.shape().0;
+        let mut x = x.reshape_like(&(batch, layers[0].n_in));
+        for (i, l) in layers.iter().enumerate() {
+            x = linear(x, l.w, l.b, l.n_out, l.n_in);
+            if i + 1 < layers.len() {
+                x = activate(x, act);
+            }
+        }
+        x
+    }
+
+    fn read_grad(&self, grads: &mut Gradients<f32, D>, param: &Param<D>, out: &mut [f32]) {
+        grads.get(param).copy_into(out);
+    }
+}
+
+/// An activation as a dfdx op.
+pub fn activate<S: Shape, D: Device<f32>, T: Tape<f32, D>>(
+    x: Tensor<S, f32, D, T>,
+    act: Act,
+) -> Tensor<S, f32, D, T> {
+    match act {
+        Act::Identity => x,
+        Act::Sigmoid => x.sigmoid(),
+        Act::Relu => x.relu(),
+        Act::Tanh => x.tanh(),
+    }
+}
 
 /// For each output pixel p and weight tap (c, i, j), in row-major
 /// (p, c, i, j) order, the flat input index it reads, or `c*h*w` (a zero
@@ -92,4 +148,23 @@ pub fn pool2d<D: Device<f32>, T: Tape<f32, D>>(x: Act4<D, T>, kind: Pool) -> Act
         Pool::Max => x6.max::<(usize, usize, usize, usize), Axes2<3, 5>>(),
         Pool::Avg => x6.mean::<(usize, usize, usize, usize), Axes2<3, 5>>(),
     }
+}
+
+/// `x W^T + b`, PyTorch's Linear, with W [out, inp].
+pub fn linear<D: Device<f32>, T: Tape<f32, D>>(
+    x: Tensor<(usize, usize), f32, D, T>,
+    w: &Param<D>,
+    b: &Param<D>,
+    out: usize,
+    inp: usize,
+) -> Tensor<(usize, usize), f32, D, T> {
+    let batch = x.shape().0;
+    let wt = w
+        .clone()
+        .reshape_like(&(out, inp))
+        .permute::<(usize, usize), Axes2<1, 0>>();
+    let bias = b
+        .clone()
+        .broadcast_like::<(usize, usize), Axis<0>>(&(batch, out));
+    x.matmul(wt) + bias
 }

@@ -1,19 +1,12 @@
-//! LeNet-5 as the seed notebook builds it, on dfdx tensors.
+//! LeNet-5 as the seed notebook builds it, on dfdx tensors: its
+//! parameters, their initialisation, and the forward pass over whichever
+//! [`LayerOps`] implement the layers.
 //!
 //! c1 conv 1->6 k5 pad 2, act, s2 pool, c3 conv 6->16 k5, act, s4 pool,
 //! c5 conv 16->120 k5, flatten, f6 linear 120->84, output linear 84->10.
 //! Parameters are kept flat (one 1-d tensor each) with PyTorch's names and
 //! shapes, and viewed in their shapes where used: reshaping a contiguous
 //! tensor keeps its id, so gradients land on the flat parameter.
-
-pub mod activation;
-pub mod chain;
-pub mod composed;
-pub mod dense;
-pub mod fast;
-pub mod kernels;
-pub mod lanes;
-pub mod simd;
 
 use anyhow::{bail, Result};
 use dfdx::prelude::*;
@@ -23,7 +16,8 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::checkpoint::Weights;
 use crate::config::{Activation, ModelConfig, Pooling};
-use kernels::{Act, Pool};
+use crate::kernels::activation::Act;
+use crate::kernels::shapes::Pool;
 
 /// A batch of feature maps, [B, C, H, W].
 pub type Act4<D, T> = Tensor<(usize, usize, usize, usize), f32, D, T>;
@@ -44,24 +38,11 @@ pub const PARAMS: [(&str, &[usize]); 10] = [
     ("output.bias", &[10]),
 ];
 
-/// Which convolution and pooling implementation a forward pass uses.
-pub trait ConvOps<D: Device<f32>>: Clone {
-    /// `act(conv2d(x, w) + b)`; `need_dx` false when x is data.
-    #[allow(clippy::too_many_arguments)]
-    fn conv<T: Tape<f32, D>>(
-        &self,
-        x: Act4<D, T>,
-        w: &Param<D>,
-        b: &Param<D>,
-        w_shape: [usize; 4],
-        pad: usize,
-        act: Act,
-        need_dx: bool,
-    ) -> Act4<D, T>;
-    fn pool<T: Tape<f32, D>>(&self, x: Act4<D, T>, kind: Pool) -> Act4<D, T>;
+/// Which implementation of the layers a forward pass uses: the CPU
+/// kernels on the tape (`tape.rs`) or ops composed from dfdx's (`composed.rs`).
+pub trait LayerOps<D: Device<f32>>: Clone {
     /// `pool(act(conv2d(x, w) + b))` for each of `layers` in turn;
-    /// implementations may fuse it all. `need_dx` is for the first layer's
-    /// input.
+    /// `need_dx` is for the first layer's input (false when it is data).
     fn conv_pool_chain<T: Tape<f32, D>>(
         &self,
         x: Act4<D, T>,
@@ -69,47 +50,19 @@ pub trait ConvOps<D: Device<f32>>: Clone {
         act: Act,
         pool: Pool,
         need_dx: bool,
-    ) -> Act4<D, T> {
-        let mut x = x;
-        for (i, layer) in layers.iter().enumerate() {
-            let y = self.conv(
-                x,
-                layer.w,
-                layer.b,
-                layer.shape,
-                layer.pad,
-                act,
-                need_dx || i > 0,
-            );
-            x = self.pool(y, pool);
-        }
-        x
-    }
+    ) -> Act4<D, T>;
     /// The dense layers after the convolutions: `x` flattened per image is
     /// the first layer's input, each layer's output the next one's, with
-    /// `act` after every layer but the last; implementations may fuse it
-    /// all.
+    /// `act` after every layer but the last.
     fn dense_head<T: Tape<f32, D>>(
         &self,
         x: Act4<D, T>,
         layers: &[DenseLayer<D>],
         act: Act,
-    ) -> Tensor<(usize, usize), f32, D, T> {
-        let batch = x.shape().0;
-        let mut x = x.reshape_like(&(batch, layers[0].n_in));
-        for (i, l) in layers.iter().enumerate() {
-            x = linear(x, l.w, l.b, l.n_out, l.n_in);
-            if i + 1 < layers.len() {
-                x = activate(x, act);
-            }
-        }
-        x
-    }
+    ) -> Tensor<(usize, usize), f32, D, T>;
     /// Copies the gradient of `param` into `out` (the SGD step reads every
     /// parameter's gradient once per batch).
-    fn read_grad(&self, grads: &mut Gradients<f32, D>, param: &Param<D>, out: &mut [f32]) {
-        grads.get(param).copy_into(out);
-    }
+    fn read_grad(&self, grads: &mut Gradients<f32, D>, param: &Param<D>, out: &mut [f32]);
 }
 
 /// One dense layer's parameters: weights [n_out, n_in] (or any shape of
@@ -128,92 +81,6 @@ pub struct ConvLayer<'a, D: Device<f32>> {
     pub b: &'a Param<D>,
     pub shape: [usize; 4],
     pub pad: usize,
-}
-
-/// Ops composed from dfdx tensor ops: any device, slow on the CPU.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ComposedOps;
-
-/// Hand-written CPU kernels on the tape.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct FastCpuOps;
-
-impl<D: Device<f32>> ConvOps<D> for ComposedOps {
-    fn conv<T: Tape<f32, D>>(
-        &self,
-        x: Act4<D, T>,
-        w: &Param<D>,
-        b: &Param<D>,
-        w_shape: [usize; 4],
-        pad: usize,
-        act: Act,
-        _need_dx: bool,
-    ) -> Act4<D, T> {
-        activate(composed::conv2d(x, w, b, w_shape, pad), act)
-    }
-    fn pool<T: Tape<f32, D>>(&self, x: Act4<D, T>, kind: Pool) -> Act4<D, T> {
-        composed::pool2d(x, kind)
-    }
-}
-
-impl ConvOps<Cpu> for FastCpuOps {
-    fn conv<T: Tape<f32, Cpu>>(
-        &self,
-        x: Act4<Cpu, T>,
-        w: &Param<Cpu>,
-        b: &Param<Cpu>,
-        w_shape: [usize; 4],
-        pad: usize,
-        act: Act,
-        need_dx: bool,
-    ) -> Act4<Cpu, T> {
-        fast::conv2d(x, w, b, w_shape, pad, act, need_dx)
-    }
-    fn pool<T: Tape<f32, Cpu>>(&self, x: Act4<Cpu, T>, kind: Pool) -> Act4<Cpu, T> {
-        fast::pool2d(x, kind)
-    }
-    fn conv_pool_chain<T: Tape<f32, Cpu>>(
-        &self,
-        x: Act4<Cpu, T>,
-        layers: &[ConvLayer<Cpu>],
-        act: Act,
-        pool: Pool,
-        need_dx: bool,
-    ) -> Act4<Cpu, T> {
-        fast::conv_pool_chain(x, layers, act, pool, need_dx)
-    }
-    fn dense_head<T: Tape<f32, Cpu>>(
-        &self,
-        x: Act4<Cpu, T>,
-        layers: &[DenseLayer<Cpu>],
-        act: Act,
-    ) -> Tensor<(usize, usize), f32, Cpu, T> {
-        fast::dense_head(x, layers, act)
-    }
-    /// Reads the gradient in place: `Gradients::get` would first clone it
-    /// into a fresh tensor (an allocation and a copy per parameter: the
-    /// SGD step went from ~80 to ~60 us of a ~650 us batch-16 step).
-    fn read_grad(&self, grads: &mut Gradients<f32, Cpu>, param: &Param<Cpu>, out: &mut [f32]) {
-        // With dfdx's `fast-alloc` the CPU allocates like any Vec: it
-        // aborts on out-of-memory instead of returning this error.
-        let grad = grads
-            .get_or_alloc_mut(param)
-            .expect("a CPU gradient allocation returns no error");
-        out.copy_from_slice(grad);
-    }
-}
-
-/// A dfdx activation, for the layers the kernels do not cover.
-pub fn activate<S: Shape, D: Device<f32>, T: Tape<f32, D>>(
-    x: Tensor<S, f32, D, T>,
-    act: Act,
-) -> Tensor<S, f32, D, T> {
-    match act {
-        Act::Identity => x,
-        Act::Sigmoid => x.sigmoid(),
-        Act::Relu => x.relu(),
-        Act::Tanh => x.tanh(),
-    }
 }
 
 impl From<Activation> for Act {
@@ -331,7 +198,7 @@ impl<D: Device<f32>> LeNet5<D> {
     }
 
     /// Logits [B, 10] for images [B, 1, 28, 28].
-    pub fn forward<O: ConvOps<D>, T: Tape<f32, D>>(
+    pub fn forward<O: LayerOps<D>, T: Tape<f32, D>>(
         &self,
         ops: &O,
         x: Act4<D, T>,
@@ -355,23 +222,4 @@ impl<D: Device<f32>> LeNet5<D> {
         ];
         ops.dense_head(x, &head, head_act)
     }
-}
-
-/// `x W^T + b`, PyTorch's Linear, with W [out, inp].
-pub fn linear<D: Device<f32>, T: Tape<f32, D>>(
-    x: Tensor<(usize, usize), f32, D, T>,
-    w: &Param<D>,
-    b: &Param<D>,
-    out: usize,
-    inp: usize,
-) -> Tensor<(usize, usize), f32, D, T> {
-    let batch = x.shape().0;
-    let wt = w
-        .clone()
-        .reshape_like(&(out, inp))
-        .permute::<(usize, usize), Axes2<1, 0>>();
-    let bias = b
-        .clone()
-        .broadcast_like::<(usize, usize), Axis<0>>(&(batch, out));
-    x.matmul(wt) + bias
 }

@@ -2,7 +2,7 @@
 //! c1-s2-c3-s4 as one op.
 //!
 //! Each block of eight images goes through every stage while it is in
-//! cache, packed in lanes (`lanes.rs`): the pooled output of one stage is
+//! cache, packed in lanes (`pack.rs`): the pooled output of one stage is
 //! the packed input of the next, so nothing between stages is unpacked,
 //! stored as a tensor and packed again; in the backward, the input gradient
 //! of one stage is the pooled-output gradient of the stage before. What the
@@ -14,12 +14,14 @@ use std::sync::Mutex;
 
 use rayon::prelude::*;
 
-use super::kernels::{
-    buffer, lane_buffer, optional_chunks, reduce_blocks, weight_grads_beside, Act, BlockGrads,
-    ConvDims, ConvGrads, Pool, CHUNK,
-};
-use super::lanes::{self, RowLayout, Taps};
-use super::simd::{with_simd, Lanes, LANES};
+use super::activation::Act;
+use super::conv::{conv_forward, conv_input_grad_from_margins, weight_grads_beside, Taps};
+use super::grads::{optional_chunks, reduce_blocks, BlockGrads, LayerGrads};
+use super::pack::{buffer, lane_buffer, pack, unpack, BLOCK};
+use super::pool::pool_act_backward;
+use super::shapes::{padded_hw, ConvDims, Pool, RowLayout};
+use super::simd::{Lanes, LANES};
+use crate::with_simd;
 
 /// One stage: a stride-1 convolution with weights `w` [O, C, K, K] and
 /// bias `b` [O], the activation, then 2x2 pooling.
@@ -33,7 +35,7 @@ pub struct Stage<'a> {
 impl Stage<'_> {
     /// Lane pixels of one block's input once packed with the padding.
     fn padded_len(&self) -> usize {
-        let (hp, wp) = lanes::padded_hw(&self.d);
+        let (hp, wp) = padded_hw(&self.d);
         self.d.c * hp * wp
     }
     fn conv_dims(&self) -> (usize, usize, usize) {
@@ -159,7 +161,7 @@ pub fn chain_forward(
     check_chain(stages);
     let (first, last) = (&stages[0], &stages[stages.len() - 1]);
     assert_eq!(x.len(), batch * first.d.in_len());
-    let blocks = batch.div_ceil(CHUNK);
+    let blocks = batch.div_ceil(BLOCK);
     let kept = if keep { blocks } else { 0 };
     let mut saved = ChainSaved {
         stages: stages
@@ -186,8 +188,8 @@ pub fn chain_forward(
         .collect();
     let out_len = last.pooled_len();
     let mut y = buffer(batch * out_len);
-    y.par_chunks_mut(CHUNK * out_len)
-        .zip(x.par_chunks(CHUNK * first.d.in_len()))
+    y.par_chunks_mut(BLOCK * out_len)
+        .zip(x.par_chunks(BLOCK * first.d.in_len()))
         .zip(per_block.into_par_iter())
         .for_each_init(ForwardScratch::default, |scratch, ((y, x), kept)| {
             let (mut buffers, pooled) = if kept.is_empty() {
@@ -215,7 +217,7 @@ fn forward_block(
     y: &mut [f32],
 ) {
     let d0 = &stages[0].d;
-    lanes::pack(x, (d0.c, d0.h, d0.w), d0.pad, buffers[0].0);
+    pack(x, (d0.c, d0.h, d0.w), d0.pad, buffers[0].0);
     for (s, st) in stages.iter().enumerate() {
         let (done, rest) = buffers.split_at_mut(s + 1);
         let (xp, a) = &mut done[s];
@@ -230,10 +232,10 @@ fn forward_block(
             ),
         };
         let pooled_into = Some((pool, &mut *into));
-        with_simd!(|v| lanes::conv_forward(v, &st.d, xp, &taps[s], st.b, act, a, pooled_into));
+        with_simd!(|v| conv_forward(v, &st.d, xp, &taps[s], st.b, act, a, pooled_into));
         match padded_next {
             Some((next_xp, pad)) => place_padded(into, st.pooled_dims(), pad, next_xp),
-            None if s + 1 == stages.len() => lanes::unpack(into, y),
+            None if s + 1 == stages.len() => unpack(into, y),
             None => {}
         }
     }
@@ -287,10 +289,10 @@ pub fn chain_backward(
     act: Act,
     pool: Pool,
     need_dx: bool,
-) -> Vec<ConvGrads> {
+) -> Vec<LayerGrads> {
     check_chain(stages);
     let (first, last) = (&stages[0], &stages[stages.len() - 1]);
-    let blocks = batch.div_ceil(CHUNK);
+    let blocks = batch.div_ceil(BLOCK);
     assert_eq!(dpooled.len(), batch * last.pooled_len());
     let mut per_block: Vec<Vec<(&[Lanes], &[Lanes])>> = (0..blocks).map(|_| Vec::new()).collect();
     for (st, buf) in stages.iter().zip(&saved.stages) {
@@ -319,10 +321,10 @@ pub fn chain_backward(
     } else {
         Vec::new()
     };
-    let block_grads: Vec<Vec<BlockGrads>> = optional_chunks(&mut dx, CHUNK * in_len, blocks)
+    let block_grads: Vec<Vec<BlockGrads>> = optional_chunks(&mut dx, BLOCK * in_len, blocks)
         .into_par_iter()
         .zip(per_block.into_par_iter())
-        .zip(dpooled.par_chunks(CHUNK * last.pooled_len()))
+        .zip(dpooled.par_chunks(BLOCK * last.pooled_len()))
         .map_init(BackwardScratch::default, |scratch, ((dx, kept), dp)| {
             backward_block(stages, &taps, &kept, dp, act, pool, dx, scratch)
         })
@@ -357,7 +359,7 @@ fn backward_block(
     scratch.dpooled.resize_with(stages.len(), Vec::new);
     scratch.dz.resize_with(stages.len(), Vec::new);
     let dpooled = lane_buffer(&mut scratch.dpooled[last], stages[last].pooled_len());
-    lanes::pack(dp, stages[last].pooled_dims(), 0, dpooled);
+    pack(dp, stages[last].pooled_dims(), 0, dpooled);
     let mut grads = Vec::with_capacity(stages.len());
     for (s, st) in stages.iter().enumerate().rev() {
         let (xp, a) = kept[s];
@@ -373,7 +375,7 @@ fn backward_block(
         let dims = st.conv_dims();
         let dp = &scratch.dpooled[s];
         let mut db = buffer(st.d.o);
-        with_simd!(|v| lanes::pool_act_backward(v, pool, act, dims, a, dp, dz, dz_rows, &mut db));
+        with_simd!(|v| pool_act_backward(v, pool, act, dims, a, dp, dz, dz_rows, &mut db));
         grads.push(weight_grads_beside(&st.d, xp, dz, dz_rows, db));
         if !passes_on {
             break;
@@ -387,119 +389,12 @@ fn backward_block(
         let taps = taps[s]
             .as_ref()
             .expect("packed for every stage that passes a gradient on");
-        with_simd!(|v| lanes::conv_input_grad_from_margins(v, &st.d, dz, taps, dxl));
+        with_simd!(|v| conv_input_grad_from_margins(v, &st.d, dz, taps, dxl));
         if s == 0 {
-            lanes::unpack(dxl, dx.expect("checked above"));
+            unpack(dxl, dx.expect("checked above"));
             break;
         }
     }
     grads.reverse();
     grads
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::kernels::tests::pseudo_random;
-    use crate::model::kernels::{conv_backward, conv_forward, pool_backward, pool_forward};
-
-    /// conv, then pool, stage after stage, with the unfused kernels:
-    /// returns the output, and the gradients (dx of the first stage, then
-    /// dw and db per stage) for the output gradient `dout`.
-    fn unfused(
-        stages: &[Stage],
-        batch: usize,
-        x: &[f32],
-        act: Act,
-        pool: Pool,
-        dout: &[f32],
-    ) -> (Vec<f32>, Vec<Vec<f32>>) {
-        let mut inputs = vec![x.to_vec()];
-        let mut convs = Vec::new();
-        let mut args = Vec::new();
-        for st in stages {
-            let y = conv_forward(&st.d, batch, inputs.last().unwrap(), st.w, st.b, act);
-            let (p, arg) = pool_forward(pool, batch * st.d.o, st.d.ho(), st.d.wo(), &y);
-            convs.push(y);
-            args.push(arg);
-            inputs.push(p);
-        }
-        let out = inputs.pop().unwrap();
-        let mut grad = dout.to_vec();
-        let mut stage_grads = Vec::new();
-        for (s, st) in stages.iter().enumerate().rev() {
-            let (ho, wo) = (st.d.ho(), st.d.wo());
-            let dy = pool_backward(pool, batch * st.d.o, ho, wo, &grad, &args[s]);
-            let g = conv_backward(&st.d, batch, &inputs[s], st.w, &convs[s], &dy, act, true);
-            stage_grads.push(vec![g.dw, g.db]);
-            grad = g.dx.unwrap();
-        }
-        stage_grads.reverse();
-        let mut all = vec![grad];
-        all.extend(stage_grads.into_iter().flatten());
-        (out, all)
-    }
-
-    #[test]
-    fn chains_match_their_stages_run_one_by_one() {
-        // An odd second stage: padded input, 3x3 kernel, odd channel counts.
-        let dims = [
-            ConvDims {
-                c: 2,
-                h: 12,
-                w: 12,
-                o: 3,
-                k: 5,
-                pad: 2,
-            },
-            ConvDims {
-                c: 3,
-                h: 6,
-                w: 6,
-                o: 5,
-                k: 3,
-                pad: 1,
-            },
-        ];
-        let params: Vec<(Vec<f32>, Vec<f32>)> = dims
-            .iter()
-            .enumerate()
-            .map(|(i, d)| {
-                let seed = 10 * i as u32;
-                (
-                    pseudo_random(d.o * d.ckk(), seed + 1),
-                    pseudo_random(d.o, seed + 2),
-                )
-            })
-            .collect();
-        let all: Vec<Stage> = dims
-            .iter()
-            .zip(&params)
-            .map(|(&d, (w, b))| Stage { d, w, b })
-            .collect();
-        let batch = 11; // one full block and a partial one
-        for stages in [&all[..1], &all[1..], &all[..]] {
-            let x = pseudo_random(batch * stages[0].d.in_len(), 3);
-            for pool in [Pool::Avg, Pool::Max] {
-                for act in [Act::Sigmoid, Act::Relu] {
-                    let (fused, saved) = chain_forward(stages, batch, &x, act, pool, true);
-                    let (inference, _) = chain_forward(stages, batch, &x, act, pool, false);
-                    let dout = pseudo_random(fused.len(), 4);
-                    let (out, want) = unfused(stages, batch, &x, act, pool, &dout);
-                    assert_eq!(fused, out);
-                    assert_eq!(inference, out);
-                    let grads = chain_backward(stages, batch, &saved, &dout, act, pool, true);
-                    let mut got = vec![grads[0].dx.clone().unwrap()];
-                    got.extend(grads.iter().flat_map(|g| [g.dw.clone(), g.db.clone()]));
-                    assert_eq!(got.len(), want.len());
-                    for (g, w) in got.iter().zip(&want) {
-                        assert_eq!(g, w, "{stages:?} {act:?} {pool:?}");
-                    }
-                    let without_dx = chain_backward(stages, batch, &saved, &dout, act, pool, false);
-                    assert!(without_dx[0].dx.is_none());
-                    assert_eq!(without_dx[0].dw, grads[0].dw);
-                }
-            }
-        }
-    }
 }

@@ -1,19 +1,11 @@
-//! The one seam where a device is chosen. Everything above it is generic
-//! over dfdx's `Device` and a `ConvOps` implementation; this module picks the
-//! pair: the CPU with the fast hand-written kernels, or (with the `cuda`
-//! feature) an NVIDIA GPU with the ops composed from dfdx tensor ops.
+//! Which device runs the model: `train.device = "auto" | "cpu" | "cuda"`
+//! resolved against this build and machine.
 
 use anyhow::{bail, Result};
+#[cfg(feature = "cuda")]
 use dfdx::prelude::*;
 
 use crate::config::DeviceChoice;
-use crate::model::{ConvOps, FastCpuOps};
-
-/// Work that runs on whichever device was chosen.
-pub trait DeviceTask {
-    type Output;
-    fn run<D: Device<f32>, O: ConvOps<D>>(self, dev: D, ops: O) -> Self::Output;
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -27,7 +19,7 @@ impl Backend {
     /// the instruction set the kernels chose (`avx512`, `avx2` or `portable`).
     pub fn describe(&self) -> String {
         match self {
-            Backend::Cpu => format!("cpu (fast kernels, {})", crate::model::simd::isa().name()),
+            Backend::Cpu => format!("cpu (fast kernels, {})", crate::kernels::simd::isa().name()),
             #[cfg(feature = "cuda")]
             Backend::Cuda => "cuda (composed dfdx ops)".to_string(),
         }
@@ -79,11 +71,8 @@ fn cuda_available() -> bool {
     false
 }
 
-/// Runs `task` on the chosen backend.
-pub fn dispatch<T: DeviceTask>(backend: Backend, task: T) -> T::Output {
-    match backend {
-        Backend::Cpu => task.run(Cpu::default(), FastCpuOps),
-        #[cfg(feature = "cuda")]
-        Backend::Cuda => task.run(Cuda::seed_from_u64(0), crate::model::ComposedOps),
-    }
+/// The first GPU.
+#[cfg(feature = "cuda")]
+pub(super) fn cuda() -> Cuda {
+    Cuda::seed_from_u64(0)
 }

@@ -6,7 +6,8 @@
 //! forward keeps anyway: sigmoid' = y (1 - y), tanh' = 1 - y^2, relu' =
 //! [y > 0].
 
-use super::simd::{with_simd, Simd, Vector, LANES};
+use super::simd::{Simd, Vector, LANES};
+use crate::with_simd;
 
 /// An elementwise activation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,7 +135,7 @@ pub fn exp<S: Vector>(s: S, x: S::V) -> S::V {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::simd::Portable;
+    use crate::kernels::simd::Portable;
 
     fn exp_of(x: f32) -> f32 {
         let mut v = [x; LANES];

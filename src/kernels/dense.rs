@@ -3,7 +3,7 @@
 //!
 //! c5's kernel covers its whole 5x5 input, so with f6 and the output layer
 //! the head is three matrix products in a row, each followed by its
-//! activation. Run one by one (a dfdx matmul, a broadcast bias, a tensor
+//! activation. Run one by one (a framework matmul, a broadcast bias, a tensor
 //! per layer, copies in and out of each op) they cost more than their
 //! multiply-adds. Here they run as small matrix products on row-major
 //! data, image after image, with one register-tiled kernel (`product`):
@@ -24,8 +24,10 @@ use std::borrow::Cow;
 
 use rayon::prelude::*;
 
-use super::kernels::{optional_chunks, Act, ConvGrads};
-use super::simd::{with_simd, Lanes, Simd, Vector, LANES};
+use super::activation::Act;
+use super::grads::{optional_chunks, LayerGrads};
+use super::simd::{Lanes, Simd, Vector, LANES};
+use crate::with_simd;
 
 /// One dense layer: `act(W x + b)` with `w` [n_out][n_in] (PyTorch's
 /// Linear layout, and c5's [O][C][K][K] read as [O][C*K*K]).
@@ -210,7 +212,7 @@ pub fn dense_backward(
     saved: &DenseSaved,
     dy: &[f32],
     need_dx: bool,
-) -> Vec<ConvGrads> {
+) -> Vec<LayerGrads> {
     check_layers(layers);
     let batch = saved.batch;
     assert_eq!(saved.outputs.len(), layers.len(), "forward kept nothing");
@@ -284,11 +286,11 @@ fn input_grad_weights<'a>(layer: &Dense<'a>) -> Cow<'a, [f32]> {
 /// Every layer's weight and bias gradient, in parallel over bands of
 /// output features: `dzs` are the layers' gradients before their
 /// activations, [B][n_out] (padded).
-fn weight_grads(layers: &[Dense], saved: &DenseSaved, dzs: &[Vec<f32>]) -> Vec<ConvGrads> {
+fn weight_grads(layers: &[Dense], saved: &DenseSaved, dzs: &[Vec<f32>]) -> Vec<LayerGrads> {
     let batch = saved.batch;
-    let mut grads: Vec<ConvGrads> = layers
+    let mut grads: Vec<LayerGrads> = layers
         .iter()
-        .map(|l| ConvGrads {
+        .map(|l| LayerGrads {
             dx: None,
             dw: vec![0.0; l.n_out * l.n_in],
             db: vec![0.0; l.n_out],
@@ -540,7 +542,7 @@ impl Product<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::kernels::tests::pseudo_random;
+    use crate::kernels::tests::pseudo_random;
 
     /// The head one layer at a time in f64, the plain way: the output, and
     /// per layer (dx of the first, dw, db) for the output gradient `dy`.
