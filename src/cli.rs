@@ -4,6 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::config::DeviceChoice;
+use crate::report::format::Format;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "runner",
@@ -94,9 +97,9 @@ pub struct BenchArgs {
     /// Worker threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    /// Device: auto, cpu or cuda.
-    #[arg(long, default_value = "auto")]
-    pub device: String,
+    /// The device to measure.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
     /// Skip timing a full epoch of the seed's setup.
     #[arg(long)]
     pub no_epoch: bool,
@@ -150,8 +153,8 @@ pub struct ReportArgs {
     #[arg(long, value_name = "KEYS|none")]
     pub group_by: Option<String>,
     /// Output format on stdout.
-    #[arg(long, default_value = "table", value_parser = ["table", "markdown", "csv", "json"])]
-    pub format: String,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
     /// Sort by best_val_acc (default), final_val_acc, best_epoch, epochs, wall_seconds,
     /// images_per_sec (largest first), or a shown column such as train.lr (ascending).
     #[arg(long, value_name = "KEY")]

@@ -35,8 +35,9 @@ pub struct EpochMetrics {
     pub finished_at: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// A run's status as its summary records it. Written and read by its
+/// `name` (the only place the names are spelled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Status {
     Running,
     Completed,
@@ -105,6 +106,13 @@ impl Summary {
 }
 
 impl Status {
+    pub const ALL: [Status; 4] = [
+        Status::Running,
+        Status::Completed,
+        Status::Interrupted,
+        Status::Failed,
+    ];
+
     /// The name summary.json, reports and sweeps use.
     pub fn name(self) -> &'static str {
         match self {
@@ -113,6 +121,34 @@ impl Status {
             Status::Interrupted => "interrupted",
             Status::Failed => "failed",
         }
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.pad(self.name())
+    }
+}
+
+impl Serialize for Status {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Status {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        Status::ALL
+            .into_iter()
+            .find(|s| s.name() == name)
+            .ok_or_else(|| {
+                let names = Status::ALL.map(Status::name);
+                serde::de::Error::invalid_value(
+                    serde::de::Unexpected::Str(&name),
+                    &format!("one of {}", names.join(", ")).as_str(),
+                )
+            })
     }
 }
 

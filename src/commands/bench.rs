@@ -4,17 +4,13 @@ use anyhow::{Context, Result};
 
 use crate::bench::{self, BenchPlan, BenchReport};
 use crate::cli::BenchArgs;
-use crate::config::{DataConfig, DeviceChoice};
+use crate::config::DataConfig;
 use crate::data;
 use crate::engine;
 use crate::results::{cpu_model, peak_rss_mb};
 
 pub fn execute(args: &BenchArgs) -> Result<i32> {
-    let choice: DeviceChoice =
-        serde_json::from_value(serde_json::Value::String(args.device.clone())).map_err(|_| {
-            anyhow::anyhow!("--device {:?}: expected auto, cpu or cuda", args.device)
-        })?;
-    let backend = engine::resolve(choice)?;
+    let backend = engine::resolve(args.device)?;
     let variants = args
         .variants
         .iter()

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use crate::cli::SweepArgs;
-use crate::sweep::PlannedRun;
+use crate::results::Status;
+use crate::sweep::{PlannedRun, PointStatus};
 use crate::train::INTERRUPTED;
 
 /// Starts the workers and waits for them; returns the exit code.
@@ -102,10 +103,10 @@ pub fn run_workers(args: &SweepArgs, name: &str, mine: &[&PlannedRun]) -> Result
 fn progress(runs: &[&PlannedRun], elapsed: f64) -> String {
     let (mut done, mut running, mut failed) = (0, 0, 0);
     for r in runs {
-        match r.status().as_str() {
-            "completed" => done += 1,
-            "running" => running += 1,
-            "failed" => failed += 1,
+        match r.status() {
+            PointStatus::COMPLETED => done += 1,
+            PointStatus::Run(Status::Running) => running += 1,
+            PointStatus::FAILED => failed += 1,
             _ => {}
         }
     }

@@ -10,7 +10,7 @@ use crate::cli::ReportArgs;
 use crate::data;
 use crate::inference;
 use crate::report::figures::{self, Labelled};
-use crate::report::format::exporter;
+use crate::report::format::{exporter, Format};
 use crate::report::{Options, Report, RunRecord};
 use crate::results::{self, write_atomic};
 
@@ -39,7 +39,7 @@ pub fn execute(args: &ReportArgs) -> Result<i32> {
         top: args.top,
     };
     let report = Report::build(&args.path, &options)?;
-    std::io::stdout().write_all(&exporter(&args.format)?.serialize(&report)?)?;
+    std::io::stdout().write_all(&exporter(args.format).serialize(&report)?)?;
     if let Some(note) = nothing_found(&report, &options) {
         eprintln!("{note}");
     }
@@ -76,7 +76,7 @@ fn write_out_dir(report: &Report, out: &Path) -> Result<usize> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let mut md = String::from("# Report\n\n");
     md.push_str(&String::from_utf8(
-        exporter("markdown")?.serialize(report)?,
+        exporter(Format::Markdown).serialize(report)?,
     )?);
     let mut files = 1;
     if !report.rows.is_empty() {

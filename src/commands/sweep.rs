@@ -13,7 +13,8 @@ use crate::sweep::grid::Grid;
 use crate::sweep::halving;
 use crate::sweep::search::{Halving, Metric};
 use crate::sweep::shard::Shard;
-use crate::sweep::{self, Plan, PlannedRun};
+use crate::results::Status;
+use crate::sweep::{self, Plan, PlannedRun, PointStatus};
 use crate::train::INTERRUPTED;
 use std::sync::atomic::Ordering;
 
@@ -103,15 +104,11 @@ pub fn execute(args: &SweepArgs) -> Result<i32> {
         return Ok(code);
     }
     write_record(&grid, &plan, &args.results_dir);
-    let mut counts: HashMap<String, usize> = HashMap::new();
-    let mut failed = 0;
+    let mut counts: HashMap<PointStatus, usize> = HashMap::new();
     for r in &mine {
-        let status = r.status();
-        if status == "failed" {
-            failed += 1;
-        }
-        *counts.entry(status).or_default() += 1;
+        *counts.entry(r.status()).or_default() += 1;
     }
+    let failed = counts.get(&PointStatus::FAILED).copied().unwrap_or(0);
     let mut parts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
     parts.sort();
     println!(
@@ -172,12 +169,12 @@ impl Worker {
             );
             // Finished runs need no data: say so without loading it. (run_one
             // checks again under the run's lock before it trains anything.)
-            match run.status().as_str() {
-                "completed" => {
+            match run.status() {
+                PointStatus::COMPLETED => {
                     println!("  skipped: already completed");
                     continue;
                 }
-                "failed" if !self.policy.retry_failed => {
+                PointStatus::FAILED if !self.policy.retry_failed => {
                     let reason = run
                         .run_dir
                         .read_summary()
@@ -431,20 +428,23 @@ fn print_collapsed(plan: &Plan) {
 
 /// Says up front what will be skipped, resumed, retried and trained.
 fn announce(grid: &Grid, runs: &[&PlannedRun], slice: &str, retry_failed: bool) {
-    let mut by_status: HashMap<String, usize> = HashMap::new();
+    let mut by_status: HashMap<PointStatus, usize> = HashMap::new();
     for r in runs {
         *by_status.entry(r.status()).or_default() += 1;
     }
-    let n = |s: &str| by_status.get(s).copied().unwrap_or(0);
+    let n = |s: PointStatus| by_status.get(&s).copied().unwrap_or(0);
     let failed = if retry_failed { "retried" } else { "skipped" };
     println!(
         "{}: {} runs{slice}: {} completed (skipped), {} interrupted, running, short of epochs or damaged (resumed), {} failed ({failed}), {} to train",
         grid.name,
         runs.len(),
-        n("completed"),
-        n("interrupted") + n("running") + n(sweep::EXTEND) + n(sweep::DAMAGED),
-        n("failed"),
-        n("pending")
+        n(PointStatus::COMPLETED),
+        n(PointStatus::Run(Status::Interrupted))
+            + n(PointStatus::Run(Status::Running))
+            + n(PointStatus::ToExtend)
+            + n(PointStatus::Damaged),
+        n(PointStatus::FAILED),
+        n(PointStatus::Pending)
     );
 }
 

@@ -149,7 +149,9 @@ pub struct ModelConfig {
     pub activate_c5_f6: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// `train.device` and `bench --device`: the names are the variants'
+/// names in lower case, for serde and clap alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceChoice {
     Auto,

@@ -28,7 +28,7 @@ fn hidden(key: &str) -> bool {
 pub struct RunRecord {
     pub dir: PathBuf,
     pub run_id: String,
-    pub status: String,
+    pub status: Status,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub params: BTreeMap<String, String>,
@@ -198,16 +198,16 @@ pub fn discover(root: &Path) -> Result<(Vec<RunRecord>, Vec<Broken>)> {
 
 /// A run whose summary says "running" but whose lock nobody holds was
 /// killed: it is interrupted, and `runner run`/`sweep` will resume it.
-fn live_status(dir: &Path, status: Status) -> String {
+fn live_status(dir: &Path, status: Status) -> Status {
     if status == Status::Running {
         let free = File::open(dir.join(results::LOCK_FILE))
             .map(|f| f.try_lock().is_ok())
             .unwrap_or(true);
         if free {
-            return "interrupted".into();
+            return Status::Interrupted;
         }
     }
-    status.name().into()
+    status
 }
 
 fn file_name(dir: &Path, file: &str) -> String {
@@ -292,7 +292,7 @@ fn matches(value: &str, wanted: &str) -> bool {
 
 fn value_of(run: &RunRecord, key: &str) -> Option<String> {
     match key {
-        "status" => Some(run.status.clone()),
+        "status" => Some(run.status.name().to_string()),
         "run_id" => Some(run.run_id.clone()),
         _ => run.params.get(key).cloned(),
     }
@@ -425,17 +425,17 @@ fn row(runs: &[RunRecord], members: Vec<usize>, columns: &[String]) -> Row {
         .collect();
     let mut statuses: BTreeMap<&str, usize> = BTreeMap::new();
     for r in &rs {
-        *statuses.entry(r.status.as_str()).or_default() += 1;
+        *statuses.entry(r.status.name()).or_default() += 1;
     }
     let status = if rs.len() == 1 {
-        match (&first.reason, first.status.as_str(), first.stopped_early_at) {
-            (Some(reason), "failed", _) => format!("failed: {reason}"),
-            (_, "completed", Some(epoch)) => format!("completed, stopped early at {epoch}"),
-            (_, "completed", None) if first.halted_after_rung.is_some() => format!(
+        match (&first.reason, first.status, first.stopped_early_at) {
+            (Some(reason), Status::Failed, _) => format!("failed: {reason}"),
+            (_, Status::Completed, Some(epoch)) => format!("completed, stopped early at {epoch}"),
+            (_, Status::Completed, None) if first.halted_after_rung.is_some() => format!(
                 "completed, halving stopped it after rung {}",
                 first.halted_after_rung.unwrap_or(0)
             ),
-            _ => first.status.clone(),
+            _ => first.status.name().to_string(),
         }
     } else {
         statuses

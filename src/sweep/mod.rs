@@ -37,28 +37,56 @@ impl PlannedRun {
         self.run_dir.id()
     }
 
-    /// Status from the run folder: pending when it has no summary yet, and
-    /// "to extend" when it completed with fewer epochs than now asked for.
-    pub fn status(&self) -> String {
+    /// Status from the run folder.
+    pub fn status(&self) -> PointStatus {
         match self.run_dir.read_summary() {
             Ok(s) if s.config_hash == self.config.result_hash() => {
                 if s.status == Status::Completed && !s.is_finished(self.config.train.epochs) {
-                    EXTEND.into()
+                    PointStatus::ToExtend
                 } else if s.status == Status::Completed && !self.run_dir.best_is_readable() {
-                    DAMAGED.into()
+                    PointStatus::Damaged
                 } else {
-                    s.status.name().into()
+                    PointStatus::Run(s.status)
                 }
             }
-            _ => "pending".into(),
+            _ => PointStatus::Pending,
         }
     }
 }
 
-/// The status of a completed run that has fewer epochs than its budget.
-pub const EXTEND: &str = "to extend";
-/// The status of a completed run whose best checkpoint does not load.
-pub const DAMAGED: &str = "damaged";
+/// Where a grid point stands, as its run folder says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PointStatus {
+    /// No summary yet.
+    Pending,
+    /// As the run's summary records it.
+    Run(Status),
+    /// Completed with fewer epochs than its budget now asks for.
+    ToExtend,
+    /// Completed, but its best checkpoint does not load.
+    Damaged,
+}
+
+impl PointStatus {
+    pub const COMPLETED: PointStatus = PointStatus::Run(Status::Completed);
+    pub const FAILED: PointStatus = PointStatus::Run(Status::Failed);
+
+    /// The name `sweep --list`, `sweep.json` and the progress lines use.
+    pub fn name(self) -> &'static str {
+        match self {
+            PointStatus::Pending => "pending",
+            PointStatus::Run(status) => status.name(),
+            PointStatus::ToExtend => "to extend",
+            PointStatus::Damaged => "damaged",
+        }
+    }
+}
+
+impl std::fmt::Display for PointStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.pad(self.name())
+    }
+}
 
 /// Grid points that resolve to a config already planned: trained once.
 #[derive(Debug, Clone)]
@@ -194,7 +222,7 @@ struct PointRecord {
     index: usize,
     run_id: String,
     values: BTreeMap<String, String>,
-    status: String,
+    status: &'static str,
 }
 
 /// Rewrites `sweep.json` from the run folders (the truth), atomically.
@@ -211,7 +239,7 @@ pub fn write_record(grid: &Grid, plan: &Plan, results_root: &Path) -> Result<Pat
                 .iter()
                 .map(|(k, v)| (k.clone(), grid::plain(v)))
                 .collect(),
-            status: r.status(),
+            status: r.status().name(),
         })
         .collect();
     let record = SweepRecord {

@@ -5,7 +5,7 @@ mod json;
 mod markdown;
 mod table;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
 use std::collections::BTreeSet;
 
@@ -33,14 +33,23 @@ pub trait Exporter {
     fn serialize(&self, report: &Report) -> Result<Vec<u8>>;
 }
 
-pub fn exporter(name: &str) -> Result<Box<dyn Exporter>> {
-    Ok(match name {
-        "table" => Box::new(table::Table),
-        "markdown" | "md" => Box::new(markdown::Markdown),
-        "csv" => Box::new(csv::Csv),
-        "json" => Box::new(json::Json),
-        other => bail!("--format {other:?}: expected table, markdown, csv or json"),
-    })
+/// The formats `report --format` writes, one file each in this folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    #[value(alias = "md")]
+    Markdown,
+    Csv,
+    Json,
+}
+
+pub fn exporter(format: Format) -> Box<dyn Exporter> {
+    match format {
+        Format::Table => Box::new(table::Table),
+        Format::Markdown => Box::new(markdown::Markdown),
+        Format::Csv => Box::new(csv::Csv),
+        Format::Json => Box::new(json::Json),
+    }
 }
 
 /// Column titles: the last part of a key unless two columns share it.
