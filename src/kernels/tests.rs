@@ -173,8 +173,9 @@ fn avx512_pairs_compute_the_same_bits_as_avx2() {
     };
     for d in [LENET_C1, LENET_C3, ODD, ODD_K5] {
         for (act, pool) in ACTS_AND_POOLS {
-            // SAFETY: both tokens come from detect().
+            // SAFETY: `wide` came from `Avx512::detect()`: the CPU has AVX-512.
             let a = unsafe { run_avx512(|| block_pass(wide, &d, act, pool)) };
+            // SAFETY: `narrow` came from `Avx2Fma::detect()`: the CPU has AVX2 and FMA.
             let b = unsafe { run_avx2_fma(|| block_pass(narrow, &d, act, pool)) };
             assert_eq!(a, b, "{d:?} {act:?} {pool:?}");
         }
