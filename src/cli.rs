@@ -34,8 +34,24 @@ pub enum Command {
     Eval(EvalArgs),
     /// Measure training and inference throughput, epoch time and peak memory.
     Bench(BenchArgs),
+    /// Write finished runs' results in another tool's format.
+    #[command(subcommand)]
+    Export(ExportCommand),
     /// Print every config key with its default value, as TOML.
     Defaults,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportCommand {
+    /// Each run's per-epoch scalars (metrics.csv) as TensorBoard event
+    /// files: OUT/<the run's folder under RESULTS>/events.out.tfevents.*,
+    /// for `tensorboard --logdir OUT`.
+    Tensorboard {
+        /// A results folder (or any folder below one).
+        results: PathBuf,
+        /// Where to write the event files.
+        out: PathBuf,
+    },
 }
 
 /// Layers above the spec file: `--set` (environment variables sit between).
@@ -140,6 +156,11 @@ pub struct SweepArgs {
     /// set); one combined progress line; Ctrl-C stops them all.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub jobs: u16,
+    /// Keep DIR/report.html up to date while the sweep runs (after every
+    /// epoch of every run, from any process writing into the results
+    /// folder); the page reloads itself until no run is live.
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -165,9 +186,19 @@ pub struct ReportArgs {
     /// Show only the first N rows.
     #[arg(long, value_name = "N")]
     pub top: Option<usize>,
-    /// Also write report.md and the figures (PNG and SVG) into DIR.
+    /// Also write report.html (one self-contained page), report.md and the
+    /// figures (PNG and SVG) into DIR.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Follow the runs as they train until Ctrl-C: with --out, rewrite
+    /// report.html whenever a run folder changes (the page reloads itself
+    /// while runs are live); without, redraw the table in the terminal.
+    #[arg(long)]
+    pub watch: bool,
+    /// Figures: the y axis from 0 (to 1 for accuracy) instead of zoomed to
+    /// the data.
+    #[arg(long)]
+    pub full_range: bool,
 }
 
 #[derive(Debug, Args)]

@@ -14,6 +14,7 @@ use crate::checkpoint::{TrainState, Weights};
 use crate::config::RunConfig;
 use crate::data::Data;
 use crate::engine::{self, Backend};
+use crate::export::tensorboard;
 use crate::results::{self, EpochMetrics, RunDir, Status, Summary};
 use crate::train::{self, Observer, Outcome};
 
@@ -402,6 +403,10 @@ impl Observer for Recorder<'_> {
         }
         self.rows.push(m.clone());
         self.run_dir.write_metrics(&self.rows)?;
+        if self.config.train.tensorboard {
+            let dir = self.run_dir.file(tensorboard::RUN_SUBDIR);
+            tensorboard::write(&dir, &self.rows)?;
+        }
         state.save(
             &self.run_dir.file(results::STATE_FILE),
             &self.summary.config_hash,

@@ -17,6 +17,7 @@ pub mod config;
 pub mod data;
 pub mod engine;
 pub mod execute;
+pub mod export;
 pub mod inference;
 pub mod kernels;
 pub mod report;

@@ -36,6 +36,7 @@ fn main() -> ExitCode {
         Command::Predict(args) => commands::predict::execute(args),
         Command::Eval(args) => commands::eval::execute(args),
         Command::Bench(args) => commands::bench::execute(args),
+        Command::Export(what) => commands::export::execute(what),
         Command::Defaults => {
             print!("{}", runner::config::default_toml());
             Ok(0)

@@ -291,6 +291,8 @@ fn report_out_writes_markdown_and_decodable_figures() {
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let md = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
+    assert!(md.contains("(report.html)"), "report.md points to the page");
+    assert!(out_dir.join("report.html").is_file());
     for fig in [
         "curves.png",
         "best_accuracy.png",
@@ -303,8 +305,9 @@ fn report_out_writes_markdown_and_decodable_figures() {
         );
     }
     for (name, size) in [
-        ("curves", (1200, 480)),
-        ("best_accuracy", (900, 520)),
+        ("curves", (1400, 520)),
+        // 2 rows (relu, tanh): 110 pixels and 22 per row.
+        ("best_accuracy", (1100, 154)),
         ("confusion", (620, 620)),
         ("predictions", (1120, 296)),
     ] {
@@ -397,4 +400,98 @@ fn predict_labels_test_images_and_png_files() {
         stdout(&out).lines().all(|l| l.matches(' ').count() > 10),
         "ten probabilities per file"
     );
+}
+
+/// 100 runs made from one real run: each with its own lr, seed, batch
+/// size and activation in config.toml, a long folder name, and shifted
+/// accuracies in summary.json and metrics.csv.
+fn hundred_runs(tmp: &Path) -> PathBuf {
+    let spec = quick_spec(tmp, "one", "");
+    let real = tmp.join("real");
+    run_spec(&spec, &real);
+    let src = only_run_dir(&real, "one");
+    let config = std::fs::read_to_string(src.join("config.toml")).unwrap();
+    let summary = read_json(&src.join("summary.json"));
+    let metrics = std::fs::read_to_string(src.join("metrics.csv")).unwrap();
+    let results = tmp.join("hundred");
+    for i in 0..100 {
+        let (lr, seed, batch) = (0.001 * (1 + i % 10) as f64, i / 10, 16 << (i % 3));
+        let activation = ["relu", "tanh"][i % 2];
+        let id = format!(
+            "an-experiment-with-a-long-descriptive-name-lr{lr}-seed{seed}-batch{batch}-{activation}-{i:03}"
+        );
+        let dir = results.join("many").join(&id);
+        std::fs::create_dir_all(&dir).unwrap();
+        let text = config
+            .replace("lr = 0.01\n", &format!("lr = {lr}\n"))
+            .replace("\nseed = 0\n", &format!("\nseed = {seed}\n"))
+            .replace("batch_size = 16\n", &format!("batch_size = {batch}\n"))
+            .replace(
+                "activation = \"relu\"",
+                &format!("activation = \"{activation}\""),
+            );
+        std::fs::write(dir.join("config.toml"), text).unwrap();
+        std::fs::copy(src.join("best.safetensors"), dir.join("best.safetensors")).unwrap();
+        let shift = i as f64 * 0.001;
+        let mut s = summary.clone();
+        s["run_id"] = id.clone().into();
+        s["best_val_acc"] = (s["best_val_acc"].as_f64().unwrap() - shift).into();
+        std::fs::write(dir.join("summary.json"), s.to_string()).unwrap();
+        let mut lines = metrics.lines();
+        let mut csv = format!("{}\n", lines.next().unwrap());
+        for line in lines {
+            let mut cells: Vec<String> = line.split(',').map(String::from).collect();
+            cells[5] = (cells[5].parse::<f64>().unwrap() - shift).to_string();
+            csv.push_str(&cells.join(","));
+            csv.push('\n');
+        }
+        std::fs::write(dir.join("metrics.csv"), csv).unwrap();
+    }
+    results
+}
+
+/// Every `<text>` of an SVG starts inside the image.
+fn texts_inside(svg: &str, (width, height): (f64, f64)) {
+    let attr = |tag: &str, name: &str| -> Option<f64> {
+        let at = tag.find(&format!(" {name}=\""))? + name.len() + 3;
+        tag[at..].split('"').next()?.parse().ok()
+    };
+    let mut n = 0;
+    for tag in svg.split("<text").skip(1) {
+        let tag = &tag[..tag.find('>').unwrap()];
+        let (x, y) = (attr(tag, "x").unwrap(), attr(tag, "y").unwrap());
+        assert!(
+            (0.0..width).contains(&x) && (0.0..height).contains(&y),
+            "<text{tag}>"
+        );
+        n += 1;
+    }
+    assert!(n > 10, "{n} texts");
+}
+
+#[test]
+fn figures_stay_readable_at_100_runs_with_long_ids() {
+    note_fixture("one quick run copied 100 times");
+    let tmp = tempfile::tempdir().unwrap();
+    let results = hundred_runs(tmp.path());
+    let out_dir = tmp.path().join("report");
+    report_every_run(&results, &out_dir);
+    for (name, size) in [("curves", (1400, 520)), ("best_accuracy", (1100, 2310))] {
+        let img = image::open(out_dir.join(format!("{name}.png"))).unwrap();
+        assert_eq!((img.width(), img.height()), size, "{name}.png");
+        let svg = std::fs::read_to_string(out_dir.join(format!("{name}.svg"))).unwrap();
+        texts_inside(&svg, (size.0 as f64, size.1 as f64));
+    }
+    let curves = std::fs::read_to_string(out_dir.join("curves.svg")).unwrap();
+    assert!(
+        curves.contains("90 more rows (grey)"),
+        "the legend counts the grey lines"
+    );
+    let page = std::fs::read_to_string(out_dir.join("report.html")).unwrap();
+    assert_eq!(page.matches("\"run_id\":\"an-experiment").count(), 100);
+    if let Some(dir) = std::env::var_os("RUNNER_KEEP_FIGURES") {
+        for f in ["curves.png", "best_accuracy.png", "report.html"] {
+            std::fs::copy(out_dir.join(f), Path::new(&dir).join(f)).unwrap();
+        }
+    }
 }

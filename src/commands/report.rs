@@ -5,14 +5,15 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::checkpoint::Weights;
 use crate::cli::ReportArgs;
-use crate::data;
-use crate::inference;
 use crate::report::figures::{self, Labelled};
 use crate::report::format::{exporter, Format};
+use crate::report::html::{self, ScoreCache};
+use crate::report::live;
+use crate::report::scored::{self, TestSets};
 use crate::report::{Options, Report, RunRecord};
-use crate::results::{self, write_atomic};
+use crate::results::write_atomic;
+use crate::train::INTERRUPTED;
 
 pub fn execute(args: &ReportArgs) -> Result<i32> {
     let options = Options {
@@ -38,14 +39,53 @@ pub fn execute(args: &ReportArgs) -> Result<i32> {
             .collect::<Result<_>>()?,
         top: args.top,
     };
+    if args.watch {
+        return watch(args, options);
+    }
     let report = Report::build(&args.path, &options)?;
     std::io::stdout().write_all(&exporter(args.format).serialize(&report)?)?;
     if let Some(note) = nothing_found(&report, &options) {
         eprintln!("{note}");
     }
     if let Some(out) = &args.out {
-        let written = write_out_dir(&report, out)?;
+        let written = write_out_dir(&report, out, args.full_range, &mut ScoreCache::default())?;
         eprintln!("wrote {} files to {}", written, out.display());
+    }
+    Ok(0)
+}
+
+/// `--watch`: follows the runs until Ctrl-C, then writes the whole
+/// output folder (with `--out`) a last time.
+fn watch(args: &ReportArgs, options: Options) -> Result<i32> {
+    if let Some(out) = &args.out {
+        let mut page = live::Page::new(args.path.clone(), out.clone(), options.clone());
+        eprintln!(
+            "keeping {} up to date; Ctrl-C to stop",
+            out.join("report.html").display()
+        );
+        while !INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+            page.refresh(false)?;
+            std::thread::sleep(live::POLL);
+        }
+        let report = Report::build(&args.path, &options)?;
+        let written = write_out_dir(&report, out, args.full_range, &mut ScoreCache::default())?;
+        eprintln!("wrote {} files to {}", written, out.display());
+        return Ok(0);
+    }
+    let mut stdout = std::io::stdout();
+    while !INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+        // Home and clear, then the table: redrawn in place.
+        let mut frame = b"\x1b[H\x1b[2J".to_vec();
+        if args.path.is_dir() {
+            let report = Report::build(&args.path, &options)?;
+            frame.extend(exporter(args.format).serialize(&report)?);
+            frame.extend(format!("\n{}\n", live::progress_line(&report)).into_bytes());
+        } else {
+            frame.extend(format!("waiting for {}\n", args.path.display()).into_bytes());
+        }
+        stdout.write_all(&frame)?;
+        stdout.flush()?;
+        std::thread::sleep(2 * live::POLL);
     }
     Ok(0)
 }
@@ -71,22 +111,30 @@ fn nothing_found(report: &Report, options: &Options) -> Option<String> {
     }
 }
 
-/// report.md and the figures.
-fn write_out_dir(report: &Report, out: &Path) -> Result<usize> {
+/// report.html, report.md and the figures.
+pub fn write_out_dir(
+    report: &Report,
+    out: &Path,
+    full_range: bool,
+    cache: &mut ScoreCache,
+) -> Result<usize> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let mut md = String::from("# Report\n\n");
+    html::write(report, out, cache)?;
+    let mut md = String::from(
+        "# Report\n\nAll runs, sortable, with each run's details: [report.html](report.html).\n\n",
+    );
     md.push_str(&String::from_utf8(
         exporter(Format::Markdown).serialize(report)?,
     )?);
-    let mut files = 1;
+    let mut files = 2;
     if !report.rows.is_empty() {
-        files += figures::learning_curves(report, &out.join("curves"))?.len();
-        files += figures::best_accuracy_bars(report, &out.join("best_accuracy"))?.len();
+        files += figures::learning_curves(report, &out.join("curves"), full_range)?.len();
+        files += figures::best_accuracy(report, &out.join("best_accuracy"))?.len();
         md.push_str(
             "\n## Learning curves\n\n![validation accuracy and loss per epoch](curves.png)\n",
         );
         md.push_str(
-            "\n## Best accuracy\n\n![best validation accuracy per row](best_accuracy.png)\n",
+            "\n## Best accuracy\n\n![best validation accuracy per row, mean and spread](best_accuracy.png)\n",
         );
     }
     if let Some(best) = report.best_run() {
@@ -112,37 +160,16 @@ fn write_out_dir(report: &Report, out: &Path) -> Result<usize> {
 /// The confusion matrix of the best run on its test split, and the seed's
 /// picture of the first 20 test images.
 fn best_run_figures(best: &RunRecord, out: &Path) -> Result<usize> {
-    let weights = Weights::load(&best.dir.join(results::BEST_FILE))?;
-    let mut data_config = best.config.data.clone();
-    data_config.download = false;
-    let test = data::load_test(&data_config)?;
-    let probs = inference::probabilities(
-        &best.config,
-        &weights,
-        &test
-            .pixels
-            .iter()
-            .map(|&p| p as f32 / 255.0)
-            .collect::<Vec<_>>(),
-    )?;
-    let mut counts = [[0u32; 10]; 10];
-    for (p, &label) in probs.iter().zip(&test.labels) {
-        counts[label as usize][inference::top_class(p)] += 1;
-    }
-    let correct: u32 = (0..10).map(|i| counts[i][i]).sum();
-    let title = format!(
-        "{} (test acc {:.4})",
-        best.run_id,
-        correct as f64 / test.len().max(1) as f64
-    );
-    let mut n = figures::confusion_matrix(&counts, &title, &out.join("confusion"))?.len();
-    let shown = test.len().min(20);
-    let images: Vec<Vec<f32>> = (0..shown).map(|i| test.image(i)).collect();
-    let items: Vec<Labelled> = (0..shown)
-        .map(|i| Labelled {
-            pixels: &images[i],
-            label: Some(test.labels[i] as usize),
-            predicted: inference::top_class(&probs[i]),
+    let score = scored::score(best, &mut TestSets::default())?;
+    let title = format!("{} (test acc {:.4})", best.run_id, score.accuracy());
+    let mut n = figures::confusion_matrix(&score.counts, &title, &out.join("confusion"))?.len();
+    let items: Vec<Labelled> = score
+        .first
+        .iter()
+        .map(|(pixels, label, predicted)| Labelled {
+            pixels,
+            label: Some(*label),
+            predicted: *predicted,
         })
         .collect();
     n += figures::prediction_grid(&items, 10, &out.join("predictions"))?.len();

@@ -9,6 +9,7 @@ use crate::cli::SweepArgs;
 use crate::data::{self, Data};
 use crate::engine;
 use crate::execute::{run_one, Policy, RunOutcome};
+use crate::report::{self, live};
 use crate::results::Status;
 use crate::sweep::grid::Grid;
 use crate::sweep::halving;
@@ -80,8 +81,34 @@ pub fn execute(args: &SweepArgs) -> Result<i32> {
         return Ok(0);
     }
     print_collapsed(&plan);
+    let live = args.report.as_ref().map(|out| {
+        let root = args.results_dir.join(&grid.name);
+        let options = report::Options {
+            group_by: Some(Vec::new()),
+            ..Default::default()
+        };
+        eprintln!("keeping {} up to date", out.join("report.html").display());
+        live::Background::start(live::Page::new(root, out.clone(), options))
+    });
+    let code = train(args, &grid, &plan, shard, &mine, &slice);
+    if let Some(live) = live {
+        live.finish()?;
+    }
+    code
+}
+
+/// Trains this process's share of the sweep: through worker processes,
+/// rung by rung (halving), or point after point.
+fn train(
+    args: &SweepArgs,
+    grid: &Grid,
+    plan: &Plan,
+    shard: Shard,
+    mine: &[&PlannedRun],
+    slice: &str,
+) -> Result<i32> {
     if args.jobs > 1 {
-        return super::jobs::run_workers(args, &grid.name, &mine);
+        return super::jobs::run_workers(args, &grid.name, mine);
     }
     let policy = Policy {
         force: false,
@@ -97,15 +124,15 @@ pub fn execute(args: &SweepArgs) -> Result<i32> {
     };
     let started = Instant::now();
     if let Some(halving) = &grid.halving {
-        return run_halving(args, &grid, &plan, shard, halving, &mut worker);
+        return run_halving(args, grid, plan, shard, halving, &mut worker);
     }
-    announce(&grid, &mine, &slice, args.retry_failed);
-    if let Some(code) = worker.train_all(&mine, &grid, &plan, &args.results_dir) {
+    announce(grid, mine, slice, args.retry_failed);
+    if let Some(code) = worker.train_all(mine, grid, plan, &args.results_dir) {
         return Ok(code);
     }
-    write_record(&grid, &plan, &args.results_dir);
+    write_record(grid, plan, &args.results_dir);
     let mut counts: HashMap<PointStatus, usize> = HashMap::new();
-    for r in &mine {
+    for r in mine {
         *counts.entry(r.status()).or_default() += 1;
     }
     let failed = counts.get(&PointStatus::FAILED).copied().unwrap_or(0);

@@ -176,6 +176,9 @@ pub struct TrainConfig {
     pub device: DeviceChoice,
     /// Worker threads; 0 means one per core. Results do not depend on it.
     pub threads: usize,
+    /// Also write each epoch's scalars as TensorBoard event files into the
+    /// run folder's `tensorboard/`.
+    pub tensorboard: bool,
     /// Stop a run whose validation metric has not improved for a while.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub early_stopping: Option<EarlyStopping>,
@@ -301,6 +304,7 @@ impl Default for TrainConfig {
             seed: 0,
             device: DeviceChoice::Auto,
             threads: 0,
+            tensorboard: false,
             early_stopping: None,
         }
     }
@@ -623,12 +627,13 @@ fn env_provider() -> Env {
 /// comes from, how many threads train (results are bit-identical), and
 /// the epoch budget (a run asked for more epochs continues from where it
 /// stopped: the first N epochs are the same whatever the budget).
-pub const RESULT_NEUTRAL_KEYS: [&str; 5] = [
+pub const RESULT_NEUTRAL_KEYS: [&str; 6] = [
     "data.dir",
     "data.download",
     "data.base_url",
     "train.threads",
     "train.epochs",
+    "train.tensorboard",
 ];
 
 /// More epochs than anyone trains LeNet-5 for; a bound the loop can honour.
@@ -713,7 +718,7 @@ pub fn load(sources: &Sources) -> Result<RunConfig> {
 }
 
 /// What each key means, in a few words, for `runner defaults`.
-const KEY_NOTES: [(&str, &str); 22] = [
+const KEY_NOTES: [(&str, &str); 23] = [
     ("dataset", "\"mnist\" or \"fashion-mnist\""),
     ("dir", "folder with the four IDX files (.gz or raw)"),
     ("download", "fetch missing files from the public mirrors"),
@@ -744,6 +749,10 @@ const KEY_NOTES: [(&str, &str); 22] = [
     ("seed", "initial weights and every epoch's shuffle"),
     ("device", "\"auto\", \"cpu\" or \"cuda\""),
     ("threads", "0: one per core; results do not depend on it"),
+    (
+        "tensorboard",
+        "also write TensorBoard event files into the run folder's tensorboard/",
+    ),
     (
         "epochs",
         "the budget: a finished run asked for more continues",

@@ -122,102 +122,197 @@ fn curve(
 /// Reads one metric from an epoch's row.
 type Pick = fn(&crate::results::EpochMetrics) -> f64;
 
-/// At most this many rows get a line: more would be unreadable.
-const MAX_CURVES: usize = 10;
+/// Rows that get a colour and a legend entry; the rest are thin grey
+/// lines, counted in the legend.
+const LABELLED: usize = 10;
 
-/// Validation accuracy and loss per epoch, one line per row (mean over its runs).
-pub fn learning_curves(report: &Report, base: &Path) -> Result<Vec<PathBuf>> {
-    let rows: Vec<&Row> = report.rows.iter().take(MAX_CURVES).collect();
-    both(base, (1200, 480), &Curves { report, rows })
+/// Legend and row labels are cut to this many characters (with "…").
+const LABEL_CHARS: usize = 44;
+
+fn shorten(label: &str) -> String {
+    if label.chars().count() <= LABEL_CHARS {
+        label.to_string()
+    } else {
+        let mut s: String = label.chars().take(LABEL_CHARS - 1).collect();
+        s.push('…');
+        s
+    }
+}
+
+/// Validation accuracy and loss per epoch, one line per row (mean over
+/// its runs): the first `LABELLED` rows (in the report's order) in
+/// colour, the rest grey. Epochs on whole-number ticks; the y axis
+/// zoomed to the data unless `full_range`.
+pub fn learning_curves(report: &Report, base: &Path, full_range: bool) -> Result<Vec<PathBuf>> {
+    let rows: Vec<&Row> = report.rows.iter().collect();
+    both(
+        base,
+        (1400, 520),
+        &Curves {
+            report,
+            rows,
+            full_range,
+        },
+    )
 }
 
 struct Curves<'a> {
     report: &'a Report,
     rows: Vec<&'a Row>,
+    full_range: bool,
 }
 
 impl Figure for Curves<'_> {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
-        curves_on(self.report, &self.rows, root)
+        // The legend gets its own area right of the plots: it never covers
+        // a line, and long labels never run into the plots.
+        let (plots, legend) = root.split_horizontally(root.dim_in_pixel().0 as i32 - 360);
+        let panels = plots.split_evenly((1, 2));
+        let metrics: [(&str, Pick, bool); 2] = [
+            ("validation accuracy", |m| m.val_acc, true),
+            ("validation loss", |m| m.val_loss, false),
+        ];
+        for (panel, (title, pick, is_acc)) in panels.iter().zip(metrics) {
+            curves_on(self, panel, title, pick, is_acc)?;
+        }
+        legend_on(self.report, &self.rows, &legend)
     }
 }
 
 fn curves_on<DB: DrawingBackend>(
-    report: &Report,
-    rows: &[&Row],
-    root: &DrawingArea<DB, Shift>,
+    fig: &Curves,
+    panel: &DrawingArea<DB, Shift>,
+    title: &str,
+    pick: Pick,
+    is_acc: bool,
 ) -> Result<()> {
-    let panels = root.split_evenly((1, 2));
-    let metrics: [(&str, Pick); 2] = [
-        ("validation accuracy", |m| m.val_acc),
-        ("validation loss", |m| m.val_loss),
-    ];
-    for (panel, (title, pick)) in panels.iter().zip(metrics) {
-        let series: Vec<Vec<(f64, f64)>> = rows.iter().map(|r| curve(report, r, pick)).collect();
-        let points = series.iter().flatten();
-        let max_epoch = points.clone().map(|p| p.0).fold(1.0, f64::max);
-        let (lo, hi) = points.fold((f64::MAX, f64::MIN), |(lo, hi), p| {
-            (lo.min(p.1), hi.max(p.1))
-        });
-        let (lo, hi) = if lo > hi { (0.0, 1.0) } else { (lo, hi) };
-        let pad = ((hi - lo) * 0.05).max(1e-3);
-        let mut chart = ChartBuilder::on(panel)
-            .caption(title, ("sans-serif", 20))
-            .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(56)
-            .build_cartesian_2d(1.0..max_epoch.max(2.0), (lo - pad)..(hi + pad))
-            .map_err(err)?;
+    let series: Vec<Vec<(i32, f64)>> = fig
+        .rows
+        .iter()
+        .map(|r| {
+            curve(fig.report, r, pick)
+                .into_iter()
+                .map(|(e, v)| (e as i32, v))
+                .filter(|(_, v)| v.is_finite())
+                .collect()
+        })
+        .collect();
+    let points = series.iter().flatten();
+    let max_epoch = points.clone().map(|p| p.0).max().unwrap_or(1).max(2);
+    let (lo, hi) = points.fold((f64::MAX, f64::MIN), |(lo, hi), p| {
+        (lo.min(p.1), hi.max(p.1))
+    });
+    let (lo, hi) = if lo > hi { (0.0, 1.0) } else { (lo, hi) };
+    let (lo, hi) = if fig.full_range {
+        (lo.min(0.0), if is_acc { 1.0 } else { hi * 1.05 })
+    } else {
+        let pad = ((hi - lo) * 0.06).max(1e-3);
+        (lo - pad, hi + pad)
+    };
+    let mut chart = ChartBuilder::on(panel)
+        .caption(title, ("sans-serif", 20))
+        .margin(14)
+        .x_label_area_size(40)
+        .y_label_area_size(64)
+        .build_cartesian_2d(1..max_epoch, lo..hi)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .light_line_style(WHITE)
+        .x_desc("epoch")
+        .x_labels((max_epoch as usize).min(12))
+        .x_label_formatter(&|x| x.to_string())
+        .label_style(("sans-serif", 13))
+        .draw()
+        .map_err(err)?;
+    // Grey first, so the coloured lines stay on top.
+    for points in series.iter().skip(LABELLED) {
         chart
-            .configure_mesh()
-            .x_desc("epoch")
-            .x_label_formatter(&|x| format!("{x:.0}"))
-            .label_style(("sans-serif", 13))
-            .draw()
+            .draw_series(LineSeries::new(
+                points.iter().cloned(),
+                RGBColor(190, 190, 190).stroke_width(1),
+            ))
             .map_err(err)?;
-        for (i, (row, points)) in rows.iter().zip(&series).enumerate() {
-            let c = color(i);
-            chart
-                .draw_series(LineSeries::new(points.iter().cloned(), c.stroke_width(2)))
-                .map_err(err)?
-                .label(row_label(report, row))
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2))
-                });
-        }
+    }
+    for (i, points) in series.iter().enumerate().take(LABELLED) {
         chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 12))
-            .draw()
+            .draw_series(LineSeries::new(
+                points.iter().cloned(),
+                color(i).stroke_width(2),
+            ))
             .map_err(err)?;
     }
     Ok(())
 }
 
-/// Best validation accuracy per row, with ± std error bars.
-pub fn best_accuracy_bars(report: &Report, base: &Path) -> Result<Vec<PathBuf>> {
+/// The legend: one entry per coloured row, then the grey ones counted.
+fn legend_on<DB: DrawingBackend>(
+    report: &Report,
+    rows: &[&Row],
+    area: &DrawingArea<DB, Shift>,
+) -> Result<()> {
+    let style = ("sans-serif", 13).into_font();
+    let mut y = 48;
+    for (i, row) in rows.iter().enumerate().take(LABELLED) {
+        area.draw(&PathElement::new(
+            vec![(8, y), (30, y)],
+            color(i).stroke_width(3),
+        ))
+        .map_err(err)?;
+        area.draw(&Text::new(
+            shorten(&row_label(report, row)),
+            (38, y - 7),
+            style.clone(),
+        ))
+        .map_err(err)?;
+        y += 22;
+    }
+    if rows.len() > LABELLED {
+        area.draw(&PathElement::new(
+            vec![(8, y), (30, y)],
+            RGBColor(190, 190, 190).stroke_width(2),
+        ))
+        .map_err(err)?;
+        let more = rows.len() - LABELLED;
+        area.draw(&Text::new(
+            format!("{more} more rows (grey)"),
+            (38, y - 7),
+            style,
+        ))
+        .map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Rows drawn at most in the best accuracy figure (the best ones).
+const MAX_DOTS: usize = 100;
+
+/// Best validation accuracy per row as a dot (the mean) with a whisker
+/// (± the sample std over its runs), one line per row, best first: no
+/// bar that starts at an arbitrary baseline.
+pub fn best_accuracy(report: &Report, base: &Path) -> Result<Vec<PathBuf>> {
     let rows: Vec<&Row> = report
         .rows
         .iter()
         .filter(|r| r.best_val_acc.mean.is_some())
+        .take(MAX_DOTS)
         .collect();
-    both(base, (900, 520), &Bars { report, rows })
+    let height = 110 + 22 * rows.len().max(1) as u32;
+    both(base, (1100, height), &Dots { report, rows })
 }
 
-struct Bars<'a> {
+struct Dots<'a> {
     report: &'a Report,
     rows: Vec<&'a Row>,
 }
 
-impl Figure for Bars<'_> {
+impl Figure for Dots<'_> {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
-        bars_on(self.report, &self.rows, root)
+        dots_on(self.report, &self.rows, root)
     }
 }
 
-fn bars_on<DB: DrawingBackend>(
+fn dots_on<DB: DrawingBackend>(
     report: &Report,
     rows: &[&Row],
     root: &DrawingArea<DB, Shift>,
@@ -233,65 +328,53 @@ fn bars_on<DB: DrawingBackend>(
         .collect();
     let lo = values.iter().map(|(m, s)| m - s).fold(1.0, f64::min);
     let hi = values.iter().map(|(m, s)| m + s).fold(0.0, f64::max);
-    let pad = ((hi - lo) * 0.15).max(0.002);
-    // Values only under the bars (the caption names the columns): full
-    // "key=value" labels would run into each other.
+    let pad = ((hi - lo) * 0.1).max(0.002);
+    let shown = if report.rows.len() > rows.len() {
+        format!(", the best {} of {} rows", rows.len(), report.rows.len())
+    } else {
+        String::new()
+    };
+    let caption = format!("best validation accuracy (dot: mean, whisker: ± std{shown})");
+    let n = rows.len().max(1) as i32;
     let labels: Vec<String> = rows
         .iter()
-        .map(|r| {
-            report
-                .columns
-                .iter()
-                .map(|c| r.values[c].clone())
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
+        .map(|r| shorten(&row_label(report, r)))
         .collect();
-    let by = super::format::titles(&report.columns).join(", ");
-    let caption = if by.is_empty() {
-        "best validation accuracy (mean ± std)".to_string()
-    } else {
-        format!("best validation accuracy by {by} (mean ± std)")
-    };
-    let n = rows.len().max(1);
     let mut chart = ChartBuilder::on(root)
-        .caption(caption, ("sans-serif", 20))
-        .margin(14)
-        .x_label_area_size(60)
-        .y_label_area_size(64)
-        .build_cartesian_2d(0f64..n as f64, (lo - pad).max(0.0)..(hi + pad).min(1.0))
+        .caption(caption, ("sans-serif", 18))
+        .margin(16)
+        .x_label_area_size(40)
+        .y_label_area_size(380)
+        .build_cartesian_2d((lo - pad)..(hi + pad), (-n..0).into_segmented())
         .map_err(err)?;
     chart
         .configure_mesh()
-        .disable_x_mesh()
-        .x_labels(0)
+        .disable_y_mesh()
+        .y_labels(n as usize + 1)
+        .y_label_formatter(&|y| match y {
+            SegmentValue::CenterOf(v) if *v < 0 => {
+                labels.get((-v - 1) as usize).cloned().unwrap_or_default()
+            }
+            _ => String::new(),
+        })
+        .x_desc("best validation accuracy")
         .label_style(("sans-serif", 13))
         .draw()
         .map_err(err)?;
-    let floor = (lo - pad).max(0.0);
     for (i, (mean, std)) in values.iter().enumerate() {
-        let x = i as f64;
-        chart
-            .draw_series(std::iter::once(Rectangle::new(
-                [(x + 0.15, floor), (x + 0.85, *mean)],
-                color(i).filled(),
-            )))
-            .map_err(err)?;
+        let y = SegmentValue::CenterOf(-(i as i32) - 1);
+        // One colour: the rows are told apart by their labels.
+        let c = color(0);
         if *std > 0.0 {
             chart
-                .draw_series(std::iter::once(ErrorBar::new_vertical(
-                    x + 0.5,
-                    mean - std,
-                    *mean,
-                    mean + std,
+                .draw_series(std::iter::once(PathElement::new(
+                    vec![(mean - std, y.clone()), (mean + std, y.clone())],
                     BLACK.stroke_width(2),
-                    12,
                 )))
                 .map_err(err)?;
         }
-        // The row's label under its bar, in pixels below the plot area.
-        let (px, py) = chart.backend_coord(&(x + 0.5, floor));
-        root.draw(&Text::new(labels[i].clone(), (px, py + 14), centered(13)))
+        chart
+            .draw_series(std::iter::once(Circle::new((*mean, y), 5, c.filled())))
             .map_err(err)?;
     }
     Ok(())

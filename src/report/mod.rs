@@ -4,6 +4,9 @@
 
 pub mod figures;
 pub mod format;
+pub mod html;
+pub mod live;
+pub mod scored;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -19,7 +22,7 @@ use crate::results::{self, EpochMetrics, Status};
 /// Keys never shown as columns or common settings: those that do not
 /// decide results, and the name (the folder says it). `train.epochs` is
 /// among them: the epochs column shows each run's done/budget.
-fn hidden(key: &str) -> bool {
+pub(crate) fn hidden(key: &str) -> bool {
     key == "name" || RESULT_NEUTRAL_KEYS.contains(&key)
 }
 
@@ -416,7 +419,7 @@ impl Report {
     }
 }
 
-fn row(runs: &[RunRecord], members: Vec<usize>, columns: &[String]) -> Row {
+pub(crate) fn row(runs: &[RunRecord], members: Vec<usize>, columns: &[String]) -> Row {
     let rs: Vec<&RunRecord> = members.iter().map(|&i| &runs[i]).collect();
     let first = rs[0];
     let values = columns

@@ -139,6 +139,29 @@ pub fn tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// `runner run SPEC --results-dir RESULTS`, which must succeed.
+pub fn run_spec(spec: &Path, results: &Path) {
+    let out = runner()
+        .arg("run")
+        .arg(spec)
+        .arg("--results-dir")
+        .arg(results)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// `runner report --group-by none --out OUT RESULTS`, which must succeed.
+pub fn report_every_run(results: &Path, out_dir: &Path) {
+    let out = runner()
+        .args(["report", "--group-by", "none", "--out"])
+        .arg(out_dir)
+        .arg(results)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
 /// `runner sweep GRID --results-dir RESULTS EXTRA...`.
 pub fn sweep(grid: &Path, results: &Path, extra: &[&str]) -> Output {
     runner()

@@ -1,0 +1,3 @@
+//! Results in other tools' formats: `runner export tensorboard`.
+
+pub mod tensorboard;
