@@ -119,7 +119,8 @@ pub fn write_out_dir(
     cache: &mut ScoreCache,
 ) -> Result<usize> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    html::write(report, out, cache)?;
+    // Written once, the page has nothing to reload for.
+    html::write(report, out, cache, false)?;
     let mut md = String::from(
         "# Report\n\nAll runs, sortable, with each run's details: [report.html](report.html).\n\n",
     );

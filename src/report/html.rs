@@ -149,8 +149,9 @@ pub fn any_live(report: &Report) -> bool {
     report.runs.iter().any(|r| r.status == Status::Running)
 }
 
-/// The page for `report`, scoring the best `SCORED_RUNS` runs.
-pub fn page(report: &Report, cache: &mut ScoreCache) -> Result<String> {
+/// The page for `report`, scoring the best `SCORED_RUNS` runs; with
+/// `live`, it reloads itself every `REFRESH_SECONDS`.
+pub fn page(report: &Report, cache: &mut ScoreCache, live: bool) -> Result<String> {
     let shown: Vec<usize> = report
         .rows
         .iter()
@@ -206,7 +207,6 @@ pub fn page(report: &Report, cache: &mut ScoreCache) -> Result<String> {
             predictions,
         });
     }
-    let live = any_live(report);
     let page = Page {
         root: report.root.display().to_string(),
         generated_at: results::now_rfc3339(),
@@ -219,8 +219,9 @@ pub fn page(report: &Report, cache: &mut ScoreCache) -> Result<String> {
         runs,
         broken: &report.broken,
     };
-    // "</" inside the JSON would end the script element early.
-    let data = serde_json::to_string(&page)?.replace("</", "<\\/");
+    // A "<" in the JSON ("</script>", "<!--") could end the script
+    // element early; it only occurs inside strings, where \u003c is the same.
+    let data = serde_json::to_string(&page)?.replace('<', "\\u003c");
     let refresh = if live {
         format!("<meta http-equiv=\"refresh\" content=\"{REFRESH_SECONDS}\">")
     } else {
@@ -232,8 +233,8 @@ pub fn page(report: &Report, cache: &mut ScoreCache) -> Result<String> {
 }
 
 /// Writes `report.html` into `out`, atomically.
-pub fn write(report: &Report, out: &Path, cache: &mut ScoreCache) -> Result<PathBuf> {
+pub fn write(report: &Report, out: &Path, cache: &mut ScoreCache, live: bool) -> Result<PathBuf> {
     let path = out.join("report.html");
-    results::write_atomic(&path, page(report, cache)?.as_bytes())?;
+    results::write_atomic(&path, page(report, cache, live)?.as_bytes())?;
     Ok(path)
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Result;
 use walkdir::WalkDir;
@@ -42,6 +42,11 @@ fn fingerprint(root: &Path) -> Fingerprint {
     files
 }
 
+/// How long after the last change a watched folder still counts as live:
+/// between two runs of a sweep no run is training for a moment, and a
+/// page that stopped reloading then would never start again.
+pub const QUIET: Duration = Duration::from_secs(30);
+
 /// Keeps `out/report.html` up to date with the runs under `root`.
 pub struct Page {
     root: PathBuf,
@@ -49,6 +54,15 @@ pub struct Page {
     options: Options,
     cache: ScoreCache,
     seen: Option<Fingerprint>,
+    /// When a run folder last changed, once one did after the first look.
+    last_change: Option<Instant>,
+    /// Whether the page last written reloads itself.
+    written_live: bool,
+    /// Set while a sweep this process runs is going: the page is live
+    /// until it ends, whatever its runs say between two of them.
+    sweeping: bool,
+    /// Set when the sweep ended: the last page does not reload.
+    ended: bool,
 }
 
 impl Page {
@@ -59,23 +73,42 @@ impl Page {
             options,
             cache: ScoreCache::default(),
             seen: None,
+            last_change: None,
+            written_live: false,
+            sweeping: false,
+            ended: false,
         }
     }
 
-    /// Rewrites the page when a run folder changed since the last time
-    /// (or when `force`); returns the report it was built from.
+    /// Rewrites the page when a run folder changed since the last time,
+    /// when it stops being live, or when `force`; returns the report it
+    /// was built from.
     pub fn refresh(&mut self, force: bool) -> Result<Option<Report>> {
         if !self.root.is_dir() {
             return Ok(None);
         }
         let now = fingerprint(&self.root);
-        if !force && self.seen.as_ref() == Some(&now) {
+        let unchanged = self.seen.as_ref() == Some(&now);
+        // A change after the first look (the first look finds the folder
+        // as it is, which is no sign of life).
+        if !unchanged && self.seen.is_some() {
+            self.last_change = Some(Instant::now());
+        }
+        let recent = self.last_change.is_some_and(|t| t.elapsed() < QUIET);
+        // A live page whose folder has been quiet may have to stop reloading.
+        let may_go_quiet = self.written_live && !self.sweeping && !recent;
+        if !force && unchanged && !may_go_quiet {
             return Ok(None);
         }
         let report = Report::build(&self.root, &self.options)?;
+        let live = !self.ended && (self.sweeping || recent || html::any_live(&report));
+        if !force && unchanged && live == self.written_live {
+            return Ok(None);
+        }
         std::fs::create_dir_all(&self.out)?;
-        html::write(&report, &self.out, &mut self.cache)?;
+        html::write(&report, &self.out, &mut self.cache, live)?;
         self.seen = Some(now);
+        self.written_live = live;
         Ok(Some(report))
     }
 }
@@ -88,6 +121,7 @@ pub struct Background {
 
 impl Background {
     pub fn start(mut page: Page) -> Self {
+        page.sweeping = true;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
@@ -109,6 +143,8 @@ impl Background {
             .thread
             .join()
             .map_err(|_| anyhow::anyhow!("the live report's thread panicked"))?;
+        page.sweeping = false;
+        page.ended = true;
         page.refresh(true)?;
         Ok(page)
     }
