@@ -10,7 +10,6 @@ use crate::report::figures::{self, Labelled};
 use crate::report::format::{exporter, Format};
 use crate::report::html::{self, ScoreCache};
 use crate::report::live;
-use crate::report::scored::{self, TestSets};
 use crate::report::{Options, Report, RunRecord};
 use crate::results::write_atomic;
 use crate::train::INTERRUPTED;
@@ -139,7 +138,7 @@ pub fn write_out_dir(
         );
     }
     if let Some(best) = report.best_run() {
-        match best_run_figures(best, out) {
+        match best_run_figures(best, out, cache) {
             Ok(n) => {
                 files += n;
                 md.push_str(&format!(
@@ -160,8 +159,11 @@ pub fn write_out_dir(
 
 /// The confusion matrix of the best run on its test split, and the seed's
 /// picture of the first 20 test images.
-fn best_run_figures(best: &RunRecord, out: &Path) -> Result<usize> {
-    let score = scored::score(best, &mut TestSets::default())?;
+fn best_run_figures(best: &RunRecord, out: &Path, cache: &mut ScoreCache) -> Result<usize> {
+    // report.html scored it already: the best run is among its best.
+    let score = cache
+        .score(best)
+        .ok_or_else(|| anyhow::anyhow!("its best checkpoint could not be scored"))?;
     let title = format!("{} (test acc {:.4})", best.run_id, score.accuracy());
     let mut n = figures::confusion_matrix(&score.counts, &title, &out.join("confusion"))?.len();
     let items: Vec<Labelled> = score

@@ -95,7 +95,9 @@ pub struct ScoreCache {
 }
 
 impl ScoreCache {
-    fn score(&mut self, run: &RunRecord) -> Option<&TestScore> {
+    /// `run`'s best checkpoint on its test split, scored once per version
+    /// of the checkpoint; None (with a warning) when it cannot be.
+    pub fn score(&mut self, run: &RunRecord) -> Option<&TestScore> {
         let best = run.dir.join(results::BEST_FILE);
         let modified = std::fs::metadata(&best).and_then(|m| m.modified()).ok()?;
         let fresh = self.scores.get(&best).is_some_and(|(t, _)| *t == modified);
