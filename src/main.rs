@@ -22,12 +22,17 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
-    // First Ctrl-C: finish the current batch, save, exit 130. Second: exit now.
-    let _ = ctrlc::set_handler(|| {
+    // First Ctrl-C: finish the current batch (or report frame), save,
+    // exit. Second: exit now.
+    let stopping = match &cli.command {
+        Command::Report(_) => "stopping",
+        _ => "stopping after this batch",
+    };
+    let _ = ctrlc::set_handler(move || {
         if INTERRUPTED.swap(true, Ordering::SeqCst) {
             std::process::exit(commands::run::EXIT_INTERRUPTED);
         }
-        eprintln!("\nstopping after this batch (Ctrl-C again to quit at once)");
+        eprintln!("\n{stopping} (Ctrl-C again to quit at once)");
     });
     let result = match &cli.command {
         Command::Run(args) => commands::run::execute(args),

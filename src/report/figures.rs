@@ -64,18 +64,23 @@ fn both(base: &Path, size: (u32, u32), figure: &impl Figure) -> Result<Vec<PathB
 }
 
 /// A short label for a row: its column values.
+/// Its column values only (the figure names the columns once, see
+/// `columns_title`), so that labels stay short when many keys differ.
 pub fn row_label(report: &Report, row: &Row) -> String {
     if report.columns.is_empty() {
         return "all runs".into();
     }
-    let titles = super::format::titles(&report.columns);
     report
         .columns
         .iter()
-        .zip(titles)
-        .map(|(c, t)| format!("{t}={}", row.values[c]))
+        .map(|c| row.values[c].as_str())
         .collect::<Vec<_>>()
-        .join(" ")
+        .join(", ")
+}
+
+/// What the values of a row label are: the columns' short titles.
+fn columns_title(report: &Report) -> String {
+    super::format::titles(&report.columns).join(", ")
 }
 
 fn color(i: usize) -> RGBColor {
@@ -252,6 +257,14 @@ fn legend_on<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
 ) -> Result<()> {
     let style = ("sans-serif", 13).into_font();
+    if !report.columns.is_empty() {
+        area.draw(&Text::new(
+            shorten(&columns_title(report)),
+            (8, 22),
+            ("sans-serif", 13).into_font().style(FontStyle::Bold),
+        ))
+        .map_err(err)?;
+    }
     let mut y = 48;
     for (i, row) in rows.iter().enumerate().take(LABELLED) {
         area.draw(&PathElement::new(
@@ -334,7 +347,12 @@ fn dots_on<DB: DrawingBackend>(
     } else {
         String::new()
     };
-    let caption = format!("best validation accuracy (dot: mean, whisker: ± std{shown})");
+    let rows_are = if report.columns.is_empty() {
+        String::new()
+    } else {
+        format!("; rows: {}", shorten(&columns_title(report)))
+    };
+    let caption = format!("best validation accuracy (dot: mean, whisker: ± std{shown}{rows_are})");
     let n = rows.len().max(1) as i32;
     let labels: Vec<String> = rows
         .iter()
