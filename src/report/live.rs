@@ -47,6 +47,10 @@ fn fingerprint(root: &Path) -> Fingerprint {
 /// page that stopped reloading then would never start again.
 pub const QUIET: Duration = Duration::from_secs(30);
 
+/// How often a quiet but live folder is read again to see whether its
+/// runs still train: the page's own reload period.
+const RECHECK: Duration = Duration::from_secs(html::REFRESH_SECONDS as u64);
+
 /// Keeps `out/report.html` up to date with the runs under `root`.
 pub struct Page {
     root: PathBuf,
@@ -58,6 +62,8 @@ pub struct Page {
     last_change: Option<Instant>,
     /// Whether the page last written reloads itself.
     written_live: bool,
+    /// When the runs were last read.
+    looked: Instant,
     /// Set while a sweep this process runs is going: the page is live
     /// until it ends, whatever its runs say between two of them.
     sweeping: bool,
@@ -75,6 +81,7 @@ impl Page {
             seen: None,
             last_change: None,
             written_live: false,
+            looked: Instant::now(),
             sweeping: false,
             ended: false,
         }
@@ -95,12 +102,16 @@ impl Page {
             self.last_change = Some(Instant::now());
         }
         let recent = self.last_change.is_some_and(|t| t.elapsed() < QUIET);
-        // A live page whose folder has been quiet may have to stop reloading.
-        let may_go_quiet = self.written_live && !self.sweeping && !recent;
+        // A live page whose folder has been quiet may have to stop
+        // reloading: look again once per reload period, not every poll (a
+        // long epoch changes no file, and each look reads every run).
+        let may_go_quiet =
+            self.written_live && !self.sweeping && !recent && self.looked.elapsed() >= RECHECK;
         if !force && unchanged && !may_go_quiet {
             return Ok(None);
         }
         let report = Report::build(&self.root, &self.options)?;
+        self.looked = Instant::now();
         let live = !self.ended && (self.sweeping || recent || html::any_live(&report));
         if !force && unchanged && live == self.written_live {
             return Ok(None);
