@@ -5,11 +5,11 @@
 
 use dfdx::prelude::*;
 use runner::config::{Activation, ModelConfig, Pooling, RunConfig};
-use runner::engine::composed::{activate, conv2d, linear, pool2d, ComposedOps};
+use runner::engine::composed::{activate, conv2d, linear, pool2d, view, ComposedOps, Maps};
 use runner::engine::model::{Act4, ConvLayer, LayerOps, LeNet5, Param, PARAMS};
 use runner::engine::tape::TapeOps;
 use runner::kernels::activation::Act;
-use runner::kernels::shapes::Pool;
+use runner::kernels::shapes::{ConvDims, Pool};
 
 fn pseudo_random(n: usize, seed: u64, scale: f32) -> Vec<f32> {
     let mut s = seed
@@ -23,6 +23,12 @@ fn pseudo_random(n: usize, seed: u64, scale: f32) -> Vec<f32> {
             ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
         })
         .collect()
+}
+
+/// Images [B, C, H, W] as the composed ops' batch-last maps [C*H*W, B] (a view).
+fn batch_last<T: Tape<f32, Cpu>>(x: Act4<Cpu, T>) -> Maps<Cpu, T> {
+    let (n, c, h, w) = *x.shape();
+    view(x, &(n, c * h * w)).permute::<_, Axes2<1, 0>>()
 }
 
 fn dot64(a: &[f32], b: &[f32]) -> f64 {
@@ -81,6 +87,21 @@ const CONV_CASES: [ConvCase; 3] = [
     },
 ];
 
+impl ConvCase {
+    fn dims(&self) -> ConvDims {
+        let (_, c, h, w) = self.shape;
+        let [o, _, k, _] = self.w_shape;
+        ConvDims {
+            c,
+            h,
+            w,
+            o,
+            k,
+            pad: self.pad,
+        }
+    }
+}
+
 /// The reference convolution `act(conv2d(x, w) + b)`: the value of
 /// `sum(out * r)` and the gradients of x, w and b.
 fn conv_value(c: &ConvCase, act: Act, v: &[Vec<f32>], r: &[f32]) -> (f64, Vec<Vec<f32>>) {
@@ -88,10 +109,11 @@ fn conv_value(c: &ConvCase, act: Act, v: &[Vec<f32>], r: &[f32]) -> (f64, Vec<Ve
     let x: Act4<Cpu, NoneTape> = dev.tensor_from_vec(v[0].clone(), c.shape);
     let w: Param<Cpu> = dev.tensor_from_vec(v[1].clone(), (v[1].len(),));
     let b: Param<Cpu> = dev.tensor_from_vec(v[2].clone(), (v[2].len(),));
-    let out = activate(conv2d(x.clone(), &w, &b, c.w_shape, c.pad), act);
+    let d = c.dims();
+    let out = activate(conv2d(batch_last(x.clone()), &w, &b, &d), act);
     let value = dot64(&out.as_vec(), r);
-    let traced = x.clone().leaky_traced();
-    let out = activate(conv2d(traced, &w, &b, c.w_shape, c.pad), act);
+    let traced = batch_last(x.clone().leaky_traced());
+    let out = activate(conv2d(traced, &w, &b, &d), act);
     let r_t = dev.tensor_from_vec(r.to_vec(), *out.shape());
     let grads = (out * r_t).sum().backward();
     (
@@ -256,7 +278,8 @@ fn conv_pool_chains_match_finite_differences_and_each_other() {
     }
 }
 
-/// The reference pooling: the value of `sum(out * r)` and the gradient of x.
+/// The reference pooling of batch-last maps [C*H*W, B] (as a convolution
+/// leaves them): the value of `sum(out * r)` and the gradient of x.
 fn pool_value(
     shape: (usize, usize, usize, usize),
     kind: Pool,
@@ -264,9 +287,10 @@ fn pool_value(
     r: &[f32],
 ) -> (f64, Vec<f32>) {
     let dev = Cpu::default();
-    let xt: Act4<Cpu, NoneTape> = dev.tensor_from_vec(x.to_vec(), shape);
-    let value = dot64(&pool2d(xt.clone(), kind).as_vec(), r);
-    let out = pool2d(xt.clone().leaky_traced(), kind);
+    let (n, c, h, w) = shape;
+    let xt: Maps<Cpu, NoneTape> = dev.tensor_from_vec(x.to_vec(), (c * h * w, n));
+    let value = dot64(&pool2d(xt.clone(), (c, h, w), kind).as_vec(), r);
+    let out = pool2d(xt.clone().leaky_traced(), (c, h, w), kind);
     let r_t = dev.tensor_from_vec(r.to_vec(), *out.shape());
     let grads = (out * r_t).sum().backward();
     (value, grads.get(&xt).as_vec())
@@ -341,18 +365,8 @@ fn model_step<O: LayerOps<Cpu>>(
         .for_each(|(i, &l)| onehot[i * 10 + l] = 1.0);
     let targets = dev.tensor_from_vec(onehot, (n, 10usize));
     let loss = cross_entropy_with_logits_loss(model.forward(ops, xt.leaky_traced()), targets);
-    let mut grads = loss.backward();
-    // Read as the SGD step reads them, which must be dfdx's own values.
-    let read: Vec<Vec<f32>> = model
-        .params
-        .iter()
-        .map(|p| {
-            let mut out = vec![f32::NAN; p.shape().0];
-            ops.read_grad(&mut grads, p, &mut out);
-            assert_eq!(out, grads.get(p).as_vec(), "read_grad");
-            out
-        })
-        .collect();
+    let grads = loss.backward();
+    let read = model.params.iter().map(|p| grads.get(p).as_vec()).collect();
     (logits.as_vec(), read)
 }
 
@@ -414,5 +428,39 @@ fn training_steps_through_the_engine_agree_with_the_reference() {
         for ((name, _, x), (_, _, y)) in a.tensors.iter().zip(&b.tensors) {
             assert_close(&format!("{what} {name}"), x, y, 1e-3);
         }
+    }
+}
+
+/// The guard that keeps the composed ops free of runtime-compiled CUDA
+/// kernels: reshaping a strided tensor (which dfdx copies with a kernel it
+/// compiles at run time) fails.
+#[test]
+#[should_panic(expected = "reshape of a strided tensor")]
+fn view_refuses_a_strided_tensor() {
+    let dev = Cpu::default();
+    let x: Tensor<(usize, usize), f32, Cpu> = dev.tensor_from_vec(vec![0.0; 6], (2, 3));
+    let _ = view(x.permute::<_, Axes2<1, 0>>(), &(6usize,));
+}
+
+/// The other dfdx ops whose CUDA kernels are compiled at run time (from
+/// headers at the build machine's paths) appear nowhere on the engine's
+/// device-generic path, and every reshape there goes through `view`.
+#[test]
+fn the_gpu_path_uses_only_precompiled_dfdx_kernels() {
+    let runtime_compiled = ["concat", "stack(", "to_dtype", "contiguous(", "reshape("];
+    for file in ["composed.rs", "model.rs", "sgd.rs", "trainer.rs"] {
+        let path = format!("{}/src/engine/{file}", env!("CARGO_MANIFEST_DIR"));
+        let source = std::fs::read_to_string(&path).unwrap();
+        let code: String = source
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("//"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        for op in runtime_compiled {
+            assert!(!code.contains(op), "{path} calls {op}");
+        }
+        let reshapes = code.matches("reshape_like").count();
+        let allowed = if file == "composed.rs" { 1 } else { 0 };
+        assert_eq!(reshapes, allowed, "{path}: reshape outside composed::view");
     }
 }

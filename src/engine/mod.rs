@@ -9,7 +9,7 @@
 //! | `model.rs`    | `LeNet5`: parameters, initialisation, forward over `LayerOps`    |
 //! | `tape.rs`     | `TapeOps`: the CPU kernels (`crate::kernels`) on dfdx's tape     |
 //! | `composed.rs` | `ComposedOps`: the layers as dfdx ops (CUDA, and the test oracle) |
-//! | `sgd.rs`      | SGD with momentum and weight decay, as PyTorch defines it        |
+//! | `sgd.rs`      | SGD as PyTorch defines it, in place on the parameters' device    |
 //! | `trainer.rs`  | `Network` (predicts) and `Trainer` (trains): the two traits' impls |
 
 pub mod composed;

@@ -21,6 +21,9 @@ use crate::kernels::shapes::Pool;
 
 /// A batch of feature maps, [B, C, H, W].
 pub type Act4<D, T> = Tensor<(usize, usize, usize, usize), f32, D, T>;
+/// The convolutions' output as the dense head's input: [B, C*H*W], each
+/// row one image's feature maps in (C, H, W) order (possibly a strided view).
+pub type Features<D, T> = Tensor<(usize, usize), f32, D, T>;
 /// One flat parameter.
 pub type Param<D> = Tensor<(usize,), f32, D>;
 
@@ -41,8 +44,9 @@ pub const PARAMS: [(&str, &[usize]); 10] = [
 /// Which implementation of the layers a forward pass uses: the CPU
 /// kernels on the tape (`tape.rs`) or ops composed from dfdx's (`composed.rs`).
 pub trait LayerOps<D: Device<f32>>: Clone {
-    /// `pool(act(conv2d(x, w) + b))` for each of `layers` in turn;
-    /// `need_dx` is for the first layer's input (false when it is data).
+    /// `pool(act(conv2d(x, w) + b))` for each of `layers` in turn, flattened
+    /// per image; `need_dx` is for the first layer's input (false when it
+    /// is data).
     fn conv_pool_chain<T: Tape<f32, D>>(
         &self,
         x: Act4<D, T>,
@@ -50,19 +54,16 @@ pub trait LayerOps<D: Device<f32>>: Clone {
         act: Act,
         pool: Pool,
         need_dx: bool,
-    ) -> Act4<D, T>;
-    /// The dense layers after the convolutions: `x` flattened per image is
-    /// the first layer's input, each layer's output the next one's, with
-    /// `act` after every layer but the last.
+    ) -> Features<D, T>;
+    /// The dense layers after the convolutions: `x` is the first layer's
+    /// input, each layer's output the next one's, with `act` after every
+    /// layer but the last.
     fn dense_head<T: Tape<f32, D>>(
         &self,
-        x: Act4<D, T>,
+        x: Features<D, T>,
         layers: &[DenseLayer<D>],
         act: Act,
     ) -> Tensor<(usize, usize), f32, D, T>;
-    /// Copies the gradient of `param` into `out` (the SGD step reads every
-    /// parameter's gradient once per batch).
-    fn read_grad(&self, grads: &mut Gradients<f32, D>, param: &Param<D>, out: &mut [f32]);
 }
 
 /// One dense layer's parameters: weights [n_out, n_in] (or any shape of

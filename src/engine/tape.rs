@@ -9,7 +9,7 @@ use std::cell::RefCell;
 
 use dfdx::prelude::*;
 
-use super::model::{Act4, ConvLayer, DenseLayer, LayerOps, Param};
+use super::model::{Act4, ConvLayer, DenseLayer, Features, LayerOps};
 use crate::kernels::activation::Act;
 use crate::kernels::chain::{self, Stage};
 use crate::kernels::dense::{self, Dense};
@@ -132,7 +132,7 @@ impl LayerOps<Cpu> for TapeOps {
         act: Act,
         pool: Pool,
         need_dx: bool,
-    ) -> Act4<Cpu, T> {
+    ) -> Features<Cpu, T> {
         let (batch, c, h, width) = *x.shape();
         let dims = chain_dims((c, h, width), layers);
         let last = dims[dims.len() - 1];
@@ -146,7 +146,8 @@ impl LayerOps<Cpu> for TapeOps {
         let (y, saved) = with_values(&x, |x| {
             chain::chain_forward(&stages(&dims, &params), batch, x, act, pool, T::OWNS_TAPE)
         });
-        let out = dev.tensor_from_vec(y, (batch, last.o, last.ho() / 2, last.wo() / 2));
+        let features = last.o * (last.ho() / 2) * (last.wo() / 2);
+        let out = dev.tensor_from_vec(y, (batch, features));
         if T::OWNS_TAPE {
             let x_id = x.ghost();
             let param_ids: Vec<_> = layers.iter().map(|l| (l.w.ghost(), l.b.ghost())).collect();
@@ -165,18 +166,18 @@ impl LayerOps<Cpu> for TapeOps {
     }
 
     /// The dense layers after the convolutions as one op (`dense.rs`): `x`
-    /// flattened per image is the first layer's input; `act` follows every
-    /// layer but the last. Returns the last layer's output, [B, n_out].
+    /// is the first layer's input; `act` follows every layer but the last.
+    /// Returns the last layer's output, [B, n_out].
     fn dense_head<T: Tape<f32, Cpu>>(
         &self,
-        x: Act4<Cpu, T>,
+        x: Features<Cpu, T>,
         layers: &[DenseLayer<Cpu>],
         act: Act,
     ) -> Tensor<(usize, usize), f32, Cpu, T> {
-        let (batch, c, h, width) = *x.shape();
-        assert_eq!(c * h * width, layers[0].n_in, "dense head: input size");
+        let (batch, n_in) = *x.shape();
+        assert_eq!(n_in, layers[0].n_in, "dense head: input size");
         // A no-op for contiguous tensors; makes a contiguous copy otherwise.
-        let x = x.reshape_like(&(batch, c, h, width));
+        let x = x.reshape_like(&(batch, n_in));
         let dev = x.device().clone();
         let (x, mut tape) = x.split_tape();
         let params: Vec<(Vec<f32>, Vec<f32>)> =
@@ -205,17 +206,5 @@ impl LayerOps<Cpu> for TapeOps {
             });
         }
         out.put_tape(tape)
-    }
-
-    /// Reads the gradient in place: `Gradients::get` would first clone it
-    /// into a fresh tensor (an allocation and a copy per parameter: the
-    /// SGD step went from ~80 to ~60 us of a ~650 us batch-16 step).
-    fn read_grad(&self, grads: &mut Gradients<f32, Cpu>, param: &Param<Cpu>, out: &mut [f32]) {
-        // With dfdx's `fast-alloc` the CPU allocates like any Vec: it
-        // aborts on out-of-memory instead of returning this error.
-        let grad = grads
-            .get_or_alloc_mut(param)
-            .expect("a CPU gradient allocation returns no error");
-        out.copy_from_slice(grad);
     }
 }

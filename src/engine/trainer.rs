@@ -6,7 +6,7 @@ use anyhow::Result;
 use dfdx::prelude::*;
 
 use super::model::{LayerOps, LeNet5};
-use super::sgd::Sgd;
+use super::sgd::{Sgd, SgdDevice};
 use super::{Engine, Predictor};
 use crate::checkpoint::Weights;
 use crate::config::{ModelConfig, RunConfig};
@@ -40,12 +40,12 @@ impl<D: Device<f32>, O: LayerOps<D>> Predictor for Network<D, O> {
 }
 
 /// The model and its optimizer: trains.
-pub struct Trainer<D: Device<f32>, O: LayerOps<D>> {
+pub struct Trainer<D: SgdDevice, O: LayerOps<D>> {
     net: Network<D, O>,
-    sgd: Sgd,
+    sgd: Sgd<D>,
 }
 
-impl<D: Device<f32>, O: LayerOps<D>> Trainer<D, O> {
+impl<D: SgdDevice, O: LayerOps<D>> Trainer<D, O> {
     /// A fresh model, initialised from `config.train.seed`.
     pub fn new(dev: D, ops: O, config: &RunConfig) -> Self {
         let model = LeNet5::init(&dev, &config.model, config.train.seed);
@@ -69,13 +69,13 @@ fn one_hot(labels: &[usize]) -> Vec<f32> {
     out
 }
 
-impl<D: Device<f32>, O: LayerOps<D>> Predictor for Trainer<D, O> {
+impl<D: SgdDevice, O: LayerOps<D>> Predictor for Trainer<D, O> {
     fn logits(&self, images: Vec<f32>, n: usize) -> Vec<f32> {
         self.net.logits(images, n)
     }
 }
 
-impl<D: Device<f32>, O: LayerOps<D>> Engine for Trainer<D, O> {
+impl<D: SgdDevice, O: LayerOps<D>> Engine for Trainer<D, O> {
     fn train_step(&mut self, images: Vec<f32>, labels: &[usize], lr: f32) -> Vec<f32> {
         let net = &mut self.net;
         let n = labels.len();
@@ -86,12 +86,7 @@ impl<D: Device<f32>, O: LayerOps<D>> Engine for Trainer<D, O> {
         let before_update = logits.as_vec();
         let loss = cross_entropy_with_logits_loss(logits.put_tape(tape), targets);
         let mut grads = loss.backward();
-        let ops = &net.ops;
-        self.sgd.step(
-            &mut net.model.params,
-            |param, out| ops.read_grad(&mut grads, param, out),
-            lr,
-        );
+        self.sgd.step(&mut net.model.params, &mut grads, lr);
         before_update
     }
 
@@ -104,8 +99,8 @@ impl<D: Device<f32>, O: LayerOps<D>> Engine for Trainer<D, O> {
             .weights()
             .tensors
             .into_iter()
-            .zip(self.sgd.velocity())
-            .map(|((name, shape, _), v)| (name, shape, v.clone()))
+            .zip(self.sgd.velocity(&self.net.model.params))
+            .map(|((name, shape, _), v)| (name, shape, v))
             .collect();
         Weights { tensors }
     }
@@ -115,10 +110,9 @@ impl<D: Device<f32>, O: LayerOps<D>> Engine for Trainer<D, O> {
         // from_weights checks names and shapes and puts both in PARAMS order.
         let model = LeNet5::from_weights(dev, arch, weights)?;
         let velocity = LeNet5::<D>::from_weights(dev, arch, momentum)?;
-        let values = model.params.iter().map(|p| p.as_vec()).collect();
-        let velocity = velocity.params.iter().map(|p| p.as_vec()).collect();
+        let velocity: Vec<Vec<f32>> = velocity.params.iter().map(|p| p.as_vec()).collect();
+        self.sgd.restore(&model.params, &velocity);
         self.net.model = model;
-        self.sgd.restore(values, velocity);
         Ok(())
     }
 }
