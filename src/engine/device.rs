@@ -30,7 +30,7 @@ impl Backend {
 pub fn resolve(choice: DeviceChoice) -> Result<Backend> {
     match choice {
         DeviceChoice::Cpu => Ok(Backend::Cpu),
-        DeviceChoice::Auto => Ok(if cuda_available() {
+        DeviceChoice::Auto => Ok(if probe_gpu().is_ok() {
             gpu_backend()
         } else {
             Backend::Cpu
@@ -42,8 +42,8 @@ pub fn resolve(choice: DeviceChoice) -> Result<Backend> {
                      rebuild with `cargo build --release --features cuda` (see README) or use device = \"cpu\""
                 );
             }
-            if !cuda_available() {
-                bail!("train.device = \"cuda\", but no usable NVIDIA GPU was found (is the driver loaded?)");
+            if let Err(why) = probe_gpu() {
+                bail!("train.device = \"cuda\", but no usable NVIDIA GPU was found: {why}");
             }
             Ok(gpu_backend())
         }
@@ -60,15 +60,35 @@ fn gpu_backend() -> Backend {
     Backend::Cpu
 }
 
+/// Opens the first GPU the way training will, and says why it can't.
 #[cfg(feature = "cuda")]
-fn cuda_available() -> bool {
-    // Creating the device loads the driver; a panic inside it means no GPU.
-    std::panic::catch_unwind(|| Cuda::try_seed_from_u64(0).is_ok()).unwrap_or(false)
+fn probe_gpu() -> Result<(), String> {
+    // Some failures (a driver too old for the PTX, say) surface as panics
+    // inside dfdx or cudarc: caught here, and kept off the terminal, so a
+    // missing GPU reads as one line of error, not a backtrace.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let opened = std::panic::catch_unwind(|| Cuda::try_seed_from_u64(0).map(drop));
+    std::panic::set_hook(hook);
+    match opened {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("{e:?} (is the NVIDIA driver loaded?)")),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "opening the GPU failed".to_string());
+            // cudarc unwraps the driver's first error: keep just the error.
+            let unwrapped = "called `Result::unwrap()` on an `Err` value: ";
+            Err(message.trim_start_matches(unwrapped).to_string())
+        }
+    }
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda_available() -> bool {
-    false
+fn probe_gpu() -> Result<(), String> {
+    Err("built without CUDA".to_string())
 }
 
 /// The first GPU.
