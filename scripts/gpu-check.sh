@@ -1,43 +1,76 @@
 #!/usr/bin/env bash
-# The GPU check: on a machine with an NVIDIA GPU, compare one epoch of
-# baseline.toml and of modern.toml on the GPU against the CPU, same seed.
+# The GPU check, for a machine with an NVIDIA GPU and no Rust: one epoch of
+# baseline.toml and of modern.toml on the GPU and on the CPU, same seed.
 #
 #   scripts/gpu-check.sh RUNNER_CUDA_BINARY MNIST_DIR [OUT_DIR]
 #
-# Prints, per spec and device, the epoch's seconds, training images/s and
-# metrics, then the CPU-vs-GPU differences in train/val loss and accuracy.
-# Exits non-zero if a loss differs by more than 1e-3 relative or an accuracy
-# by more than 0.002 (float reductions differ in order between the devices,
-# so bit-identical results are not expected).
+# (From the bundle of scripts/gpu-bundle.sh: `bash gpu-check.sh runner mnist`.)
+# Prints, per spec and device, the epoch's seconds and training images/s,
+# then the CPU-vs-GPU differences of the final train/val loss and accuracy,
+# and exits non-zero if a loss differs by more than 1e-3 (relative) or an
+# accuracy by more than 0.002: the devices sum floats in different orders,
+# so the two runs are close, not bit-identical.
 set -euo pipefail
-bin=${1:?usage: gpu-check.sh RUNNER_CUDA_BINARY MNIST_DIR [OUT_DIR]}
-data=${2:?usage: gpu-check.sh RUNNER_CUDA_BINARY MNIST_DIR [OUT_DIR]}
+usage="usage: gpu-check.sh RUNNER_CUDA_BINARY MNIST_DIR [OUT_DIR]"
+bin=$(realpath "${1:?$usage}")
+data=$(realpath "${2:?$usage}")
 out=${3:-$(mktemp -d)}
-here=$(cd "$(dirname "$0")/.." && pwd)
-nvidia-smi --query-gpu=name,compute_cap,driver_version --format=csv || true
+here=$(cd "$(dirname "$0")" && pwd)
+experiments=$here/experiments
+[ -d "$experiments" ] || experiments=$here/../experiments
+
+nvidia-smi --query-gpu=name,compute_cap,driver_version --format=csv,noheader 2>&1 || true
+
+# The binary links the driver's libcuda and CUDA 13's NVRTC and cuBLAS
+# (too large to carry): find them where a CUDA 13 toolkit or PyTorch's
+# wheels put them.
+for lib in $(ldd "$bin" 2>/dev/null | awk '/not found/ {print $1}'); do
+  [ "$lib" != libcuda.so.1 ] || { echo "no NVIDIA driver here (libcuda.so.1)" >&2; exit 1; }
+  found=$(find /usr/local /opt /usr/lib /usr/lib64 "$(python3 -c 'import sys; print(sys.prefix)' 2>/dev/null || echo /usr)" \
+    -name "$lib" -print -quit 2>/dev/null || true)
+  [ -n "$found" ] || { echo "$lib not found: install CUDA 13's NVRTC and cuBLAS" >&2; exit 1; }
+  export LD_LIBRARY_PATH="$(dirname "$found")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+done
+if ldd "$bin" | grep -q 'libcuda.so.1 => .*stubs'; then
+  echo "libcuda.so.1 resolves to a link stub: take the stubs folder off LD_LIBRARY_PATH" >&2; exit 1
+fi
+ldd "$bin" | grep -E 'libcuda|libnvrtc|libcublas' | sed 's/^\s*/linked: /' || true
+
+# The build machine's folders (the bundle lists them): the binary names
+# them (dfdx's kernel sources, CUDA's headers) but must not need them.
+if [ -f "$here/build-paths.txt" ]; then
+  while read -r path; do
+    if [ -e "$path" ]; then echo "build path present here: $path"; else echo "build path absent here: $path"; fi
+  done < "$here/build-paths.txt"
+fi
+
+mkdir -p "$out"
 status=0
 for spec in baseline modern; do
-  for device in cpu cuda; do
-    "$bin" run "$here/experiments/$spec.toml" --force \
+  for device in cuda cpu; do
+    "$bin" run "$experiments/$spec.toml" --force \
       --set data.dir="$data" --set data.download=false \
       --set train.epochs=1 --set train.device=$device \
       --results-dir "$out/$device" > "$out/$spec-$device.log" 2>&1 || { cat "$out/$spec-$device.log"; exit 1; }
-    grep -E "^epoch|^done" "$out/$spec-$device.log" | sed "s/^/$spec $device: /"
+    grep -E "device|^epoch|^done" "$out/$spec-$device.log" | sed "s/^/$spec $device: /"
   done
   cpu=$(ls "$out"/cpu/"$spec"/*/metrics.csv); gpu=$(ls "$out"/cuda/"$spec"/*/metrics.csv)
   python3 - "$spec" "$cpu" "$gpu" <<'PY' || status=1
 import csv, sys
 spec, a, b = sys.argv[1], *(list(csv.DictReader(open(p)))[-1] for p in sys.argv[2:])
 bad = False
-for key, tol, rel in [("train_loss", 1e-3, True), ("val_loss", 1e-3, True), ("train_acc", 2e-3, False), ("val_acc", 2e-3, False)]:
+for key, tol, rel in [("train_loss", 1e-3, True), ("val_loss", 1e-3, True),
+                      ("train_acc", 2e-3, False), ("val_acc", 2e-3, False)]:
     x, y = float(a[key]), float(b[key])
     diff = abs(x - y) / (abs(x) if rel and x else 1)
     ok = diff <= tol
     bad |= not ok
-    print(f"{spec} {key}: cpu {x:.6f} gpu {y:.6f} {'ok' if ok else 'DIFFERS'}")
-print(f"{spec}: cpu {float(a['epoch_seconds']):.1f}s {float(a['train_images_per_sec']):.0f} img/s; "
-      f"gpu {float(b['epoch_seconds']):.1f}s {float(b['train_images_per_sec']):.0f} img/s")
+    kind = "relative" if rel else "absolute"
+    print(f"{spec} {key}: cpu {x:.6f} gpu {y:.6f} {kind} diff {diff:.2e} {'ok' if ok else 'DIFFERS'}")
+print(f"{spec} speed: cpu {float(a['epoch_seconds']):.2f} s/epoch {float(a['train_images_per_sec']):.0f} img/s; "
+      f"gpu {float(b['epoch_seconds']):.2f} s/epoch {float(b['train_images_per_sec']):.0f} img/s")
 sys.exit(1 if bad else 0)
 PY
 done
+[ $status = 0 ] && echo "gpu-check: passed" || echo "gpu-check: FAILED"
 exit $status
