@@ -1,6 +1,7 @@
 // Records what the binary was built from: the git commit, when there is
 // one, and the dfdx version Cargo.lock resolved (both go into every run
-// summary).
+// summary). Not named RUNNER_*: `cargo run` passes these to the program,
+// and the config reads (and warns about) every RUNNER_* variable.
 use std::process::Command;
 
 fn main() {
@@ -11,10 +12,10 @@ fn main() {
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
     if let Some(commit) = commit.filter(|c| !c.is_empty()) {
-        println!("cargo:rustc-env=RUNNER_GIT_COMMIT={commit}");
+        println!("cargo:rustc-env=BUILT_FROM_GIT_COMMIT={commit}");
     }
     println!(
-        "cargo:rustc-env=RUNNER_DFDX_VERSION={}",
+        "cargo:rustc-env=BUILT_WITH_DFDX_VERSION={}",
         locked_version("dfdx")
     );
     println!("cargo:rerun-if-changed=.git/HEAD");

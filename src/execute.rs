@@ -271,7 +271,7 @@ impl<'a> Recorder<'a> {
             threads,
             runner_version: env!("CARGO_PKG_VERSION").to_string(),
             dfdx_version: engine::DFDX_VERSION.to_string(),
-            git_commit: option_env!("RUNNER_GIT_COMMIT").map(String::from),
+            git_commit: option_env!("BUILT_FROM_GIT_COMMIT").map(String::from),
         };
         Recorder {
             config,

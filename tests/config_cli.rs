@@ -297,6 +297,27 @@ fn an_environment_variable_that_sets_nothing_is_warned_about() {
     assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
 }
 
+/// `cargo run` hands the program the variables build.rs sets for the
+/// compiler: none may look like config (the README's first command
+/// printed two warnings about them).
+#[test]
+fn the_variables_build_rs_sets_draw_no_warning() {
+    let build_rs =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/build.rs")).unwrap();
+    let names: Vec<&str> = build_rs
+        .split("cargo:rustc-env=")
+        .skip(1)
+        .map(|rest| rest.split('=').next().unwrap())
+        .collect();
+    assert!(names.len() >= 2, "build.rs sets {names:?}");
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = write(tmp.path(), "env.toml", "");
+    let env: Vec<(&str, &str)> = names.iter().map(|n| (*n, "1")).collect();
+    let out = dry_run(&spec, &[], &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+}
+
 #[test]
 fn a_grid_given_to_run_and_a_spec_given_to_sweep_name_the_right_command() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));

@@ -32,7 +32,7 @@ use trainer::{Network, Trainer};
 
 /// The dfdx version this binary was built with, read from Cargo.lock by
 /// `build.rs` (recorded in every run summary).
-pub const DFDX_VERSION: &str = env!("RUNNER_DFDX_VERSION");
+pub const DFDX_VERSION: &str = env!("BUILT_WITH_DFDX_VERSION");
 
 /// Runs the model: logits for a batch of images.
 pub trait Predictor {
