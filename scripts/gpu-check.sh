@@ -7,9 +7,14 @@
 # (From the bundle of scripts/gpu-bundle.sh: `bash gpu-check.sh runner mnist`.)
 # Prints, per spec and device, the epoch's seconds and training images/s,
 # then the CPU-vs-GPU differences of the final train/val loss and accuracy,
-# and exits non-zero if a loss differs by more than 1e-3 (relative) or an
-# accuracy by more than 0.002: the devices sum floats in different orders,
-# so the two runs are close, not bit-identical.
+# and exits non-zero if one is over its tolerance. The devices sum floats in
+# different orders, so the runs are close, not bit-identical, and how close
+# depends on the spec. Measured on the CPU, the GPU's own code (the composed
+# ops) against the CPU kernels after one epoch: baseline.toml (sigmoid, lr
+# 1e-3) agrees to 6 digits, so it gets 1e-3 relative loss and 0.002
+# accuracy; modern.toml (relu, max pooling, lr 0.02: ties and kinks let
+# orders diverge) differs by 5e-3 relative train loss, 7e-2 relative val
+# loss and 0.0026 val accuracy, so it gets 2e-2, 0.15 and 0.005.
 set -euo pipefail
 usage="usage: gpu-check.sh RUNNER_CUDA_BINARY MNIST_DIR [OUT_DIR]"
 bin=$(realpath "${1:?$usage}")
@@ -58,9 +63,11 @@ for spec in baseline modern; do
   python3 - "$spec" "$cpu" "$gpu" <<'PY' || status=1
 import csv, sys
 spec, a, b = sys.argv[1], *(list(csv.DictReader(open(p)))[-1] for p in sys.argv[2:])
+# (train loss, val loss) relative, accuracy absolute: see the top of this file.
+loss_tol, val_loss_tol, acc_tol = {"baseline": (1e-3, 1e-3, 2e-3), "modern": (2e-2, 0.15, 5e-3)}[spec]
 bad = False
-for key, tol, rel in [("train_loss", 1e-3, True), ("val_loss", 1e-3, True),
-                      ("train_acc", 2e-3, False), ("val_acc", 2e-3, False)]:
+for key, tol, rel in [("train_loss", loss_tol, True), ("val_loss", val_loss_tol, True),
+                      ("train_acc", acc_tol, False), ("val_acc", acc_tol, False)]:
     x, y = float(a[key]), float(b[key])
     diff = abs(x - y) / (abs(x) if rel and x else 1)
     ok = diff <= tol
