@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Checks a CUDA binary from scripts/build-cuda.sh on a machine with no GPU
-# (CI): it embeds real PTX for the target GPU, trains on the CPU when the
-# device is "auto", and reports a missing GPU as one line of error, with
-# no panic text, when the device is "cuda".
+# (CI): it embeds real PTX for the target GPU, imports only functions that
+# CUDA 13 has, trains on the CPU when the device is "auto", and reports a
+# missing GPU as one line of error, with no panic text, when it is "cuda".
 #
 #   scripts/cuda-binary-check.sh [BINARY] [MNIST_DIR]
 #
@@ -22,6 +22,19 @@ ptx_entries=$(strings "$bin" | grep -c '^\.visible \.entry' || true)
 ptx_version=$(strings "$bin" | grep -m1 '^\.version' || true)
 [ "$ptx_targets" -gt 0 ] && [ "$ptx_entries" -gt 0 ] || fail "no $target PTX in $bin"
 echo "PTX: $ptx_targets modules for $target, $ptx_entries kernels, $ptx_version"
+
+# Libraries: every cuBLAS and NVRTC function the binary imports is in
+# CUDA 13's libraries, every driver function in CUDA 13's cuda.h (the
+# loader binds functions lazily: a missing one would fail mid-run).
+imports=$(nm -D --undefined-only "$bin" | awk '{print $2}' | sed 's/@.*//' | sort -u)
+defined=$(nm -D --defined-only "$cuda_root/lib/libcublas.so.13" "$cuda_root/lib/libnvrtc.so.13" |
+  awk '{print $3}' | sed 's/@.*//' | sort -u)
+missing=$(comm -23 <(grep -E '^(cublas|nvrtc)' <<<"$imports") <(echo "$defined"))
+[ -z "$missing" ] || fail "not in CUDA 13's cuBLAS/NVRTC: $missing"
+for f in $(grep -E '^cu[A-Z]' <<<"$imports"); do
+  grep -qw "$f" "$cuda_root/include/cuda.h" || fail "driver function $f is not in CUDA 13's cuda.h"
+done
+echo "imports: $(grep -cE '^cu[A-Z]' <<<"$imports") driver, $(grep -cE '^(cublas|nvrtc)' <<<"$imports") cuBLAS/NVRTC functions, all in CUDA 13"
 
 export LD_LIBRARY_PATH="$cuda_root/lib64/stubs:$cuda_root/lib"
 out=$(mktemp -d)
