@@ -160,7 +160,7 @@ pub fn epoch_seconds(backend: Backend, data: &Data) -> Result<f64> {
     impl train::Observer for Quiet {
         fn epoch_end(
             &mut self,
-            _: &crate::results::EpochMetrics,
+            _: &crate::metrics::EpochMetrics,
             _: Option<&crate::checkpoint::Weights>,
             _: &crate::checkpoint::TrainState,
         ) -> Result<()> {

@@ -10,7 +10,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
-use crate::results::write_atomic;
+use crate::atomic::write_atomic;
 
 /// The safetensors header entry that holds runner's metadata.
 pub const METADATA_KEY: &str = "runner";

@@ -3,7 +3,6 @@
 //! an interrupted one from its last finished epoch, train, and keep every
 //! file true at every moment (see `results` for the files).
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::time::Instant;
 
@@ -15,7 +14,8 @@ use crate::config::RunConfig;
 use crate::data::Data;
 use crate::engine::{self, Backend};
 use crate::export::tensorboard;
-use crate::results::{self, EpochMetrics, RunDir, Status, Summary};
+use crate::metrics::{self, EpochMetrics};
+use crate::results::{self, RunDir, Status, Summary};
 use crate::train::{self, Observer, Outcome};
 
 /// How to treat what a run folder already holds.
@@ -132,7 +132,7 @@ pub fn run_one(
     let rows = match &resume {
         Some(state) => {
             let (rows, dropped) =
-                results::recover_metrics(&run_dir.file(results::METRICS_FILE), state.epochs_done)?;
+                metrics::recover_metrics(&run_dir.file(results::METRICS_FILE), state.epochs_done)?;
             if dropped > 0 {
                 eprintln!(
                     "{}: dropped {dropped} damaged or duplicated line(s); rows 1-{} kept",
@@ -385,18 +385,11 @@ impl Observer for Recorder<'_> {
         // rows, then the state that says this epoch is done. A rerun resumes
         // from the state and drops rows past it, so nothing is lost or doubled.
         if let Some(weights) = best {
-            let mut meta = BTreeMap::new();
+            // What `eval --checkpoint` needs to score it as the right model.
+            let mut meta = self.config.model.to_metadata();
             meta.insert("epoch".to_string(), m.epoch.to_string());
             meta.insert("val_acc".to_string(), m.val_acc.to_string());
             meta.insert("config_hash".to_string(), self.summary.config_hash.clone());
-            // What `eval --checkpoint` needs to score it as the right model.
-            let model = &self.config.model;
-            meta.insert("model.activation".into(), model.activation.to_string());
-            meta.insert("model.pooling".into(), model.pooling.to_string());
-            meta.insert(
-                "model.activate_c5_f6".into(),
-                model.activate_c5_f6.to_string(),
-            );
             weights.save(&self.run_dir.file(results::BEST_FILE), &meta)?;
             self.summary.best_epoch = Some(m.epoch);
             self.summary.best_val_acc = Some(m.val_acc);

@@ -20,6 +20,7 @@ pub mod execute;
 pub mod export;
 pub mod inference;
 pub mod kernels;
+pub mod metrics;
 pub mod report;
 pub mod results;
 pub mod sweep;

@@ -3,14 +3,14 @@
 //! written whole to a temporary file in the same folder and then renamed
 //! over the old one, so a crash never leaves a half-written file.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-pub use crate::atomic::write_atomic;
+use crate::atomic::write_atomic;
 use crate::config::RunConfig;
+use crate::metrics::{metrics_csv, EpochMetrics};
 
 pub const CONFIG_FILE: &str = "config.toml";
 pub const METRICS_FILE: &str = "metrics.csv";
@@ -20,20 +20,6 @@ pub const BEST_FILE: &str = "best.safetensors";
 pub const STATE_FILE: &str = "state.safetensors";
 /// Locked (flock) by the process training the run.
 pub const LOCK_FILE: &str = ".lock";
-
-/// One row of `metrics.csv`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EpochMetrics {
-    pub epoch: usize,
-    pub lr: f64,
-    pub train_loss: f64,
-    pub train_acc: f64,
-    pub val_loss: f64,
-    pub val_acc: f64,
-    pub epoch_seconds: f64,
-    pub train_images_per_sec: f64,
-    pub finished_at: String,
-}
 
 /// A run's status as its summary records it. Written and read by its
 /// `name` (the only place the names are spelled).
@@ -199,6 +185,21 @@ impl RunDir {
         }
     }
 
+    /// A folder given as a run folder (to `eval`, `predict`): it must hold
+    /// the run's config.toml.
+    pub fn open(path: &Path) -> Result<Self> {
+        let run_dir = RunDir {
+            path: path.to_path_buf(),
+        };
+        if !run_dir.file(CONFIG_FILE).is_file() {
+            anyhow::bail!(
+                "{} is not a run folder: it has no {CONFIG_FILE}",
+                path.display()
+            );
+        }
+        Ok(run_dir)
+    }
+
     /// The run id: the folder's name.
     pub fn id(&self) -> String {
         self.path
@@ -281,91 +282,6 @@ impl RunDir {
     }
 }
 
-pub fn metrics_csv(rows: &[EpochMetrics]) -> Result<Vec<u8>> {
-    let mut writer = csv::Writer::from_writer(Vec::new());
-    if rows.is_empty() {
-        writer.write_record([
-            "epoch",
-            "lr",
-            "train_loss",
-            "train_acc",
-            "val_loss",
-            "val_acc",
-            "epoch_seconds",
-            "train_images_per_sec",
-            "finished_at",
-        ])?;
-    }
-    for row in rows {
-        writer.serialize(row)?;
-    }
-    writer.into_inner().map_err(|e| anyhow::anyhow!("{e}"))
-}
-
-pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
-    let mut reader =
-        csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
-    reader
-        .deserialize()
-        .enumerate()
-        .map(|(i, row)| row.with_context(|| format!("{}: row {}", path.display(), i + 2)))
-        .collect()
-}
-
-/// The rows for epochs 1..=`k` of a metrics.csv, as a resume needs them,
-/// and how many lines were dropped. Tolerates what a kill or a hand can
-/// leave (rows past `k`, an unparseable line, an exact duplicate) and
-/// refuses what cannot be recovered truthfully (a missing epoch, two
-/// different rows for one epoch).
-pub fn recover_metrics(path: &Path, k: usize) -> Result<(Vec<EpochMetrics>, usize)> {
-    if k == 0 {
-        return Ok((Vec::new(), 0));
-    }
-    let refuse = |what: String| {
-        anyhow::anyhow!(
-            "{}: {what}, but the saved state covers {k} epochs: the run cannot be resumed \
-             truthfully; pass --force (run) or delete the run folder (sweep) to train it again",
-            path.display()
-        )
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| refuse(format!("unreadable ({e})")))?;
-    let mut reader = csv::ReaderBuilder::new()
-        .flexible(true)
-        .from_reader(text.as_bytes());
-    let headers = reader
-        .headers()
-        .cloned()
-        .map_err(|e| refuse(e.to_string()))?;
-    let mut by_epoch: BTreeMap<usize, EpochMetrics> = BTreeMap::new();
-    let mut dropped = 0;
-    for record in reader.records() {
-        let row: Option<EpochMetrics> =
-            record.ok().and_then(|r| r.deserialize(Some(&headers)).ok());
-        match row {
-            None => dropped += 1,
-            Some(row) if row.epoch == 0 => dropped += 1,
-            Some(row) if row.epoch > k => {}
-            Some(row) => match by_epoch.get(&row.epoch) {
-                None => {
-                    by_epoch.insert(row.epoch, row);
-                }
-                Some(first) if *first == row => dropped += 1,
-                Some(_) => {
-                    return Err(refuse(format!(
-                        "two different rows for epoch {}",
-                        row.epoch
-                    )))
-                }
-            },
-        }
-    }
-    let missing: Vec<usize> = (1..=k).filter(|e| !by_epoch.contains_key(e)).collect();
-    if !missing.is_empty() {
-        return Err(refuse(format!("no readable row for epoch(s) {missing:?}")));
-    }
-    Ok((by_epoch.into_values().collect(), dropped))
-}
-
 pub fn read_summary(path: &Path) -> Result<Summary> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -436,28 +352,5 @@ mod tests {
             Some("Some CPU")
         );
         assert_eq!(cpu_model_from("processor\t: 0\n"), None);
-    }
-
-    #[test]
-    fn metrics_round_trip_with_the_documented_header() {
-        let row = EpochMetrics {
-            epoch: 1,
-            lr: 0.001,
-            train_loss: 2.0,
-            train_acc: 0.5,
-            val_loss: 1.5,
-            val_acc: 0.6,
-            epoch_seconds: 3.0,
-            train_images_per_sec: 100.0,
-            finished_at: "2026-01-01T00:00:00+00:00".into(),
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("m.csv");
-        write_atomic(&path, &metrics_csv(std::slice::from_ref(&row)).unwrap()).unwrap();
-        let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.starts_with(
-            "epoch,lr,train_loss,train_acc,val_loss,val_acc,epoch_seconds,train_images_per_sec,finished_at\n"
-        ));
-        assert_eq!(read_metrics(&path).unwrap(), vec![row]);
     }
 }

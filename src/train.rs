@@ -12,7 +12,8 @@ use crate::checkpoint::{TrainState, Weights};
 use crate::config::RunConfig;
 use crate::data::{epoch_order, Data, Split, CLASSES, PIXELS};
 use crate::engine::{Engine, Predictor};
-use crate::results::{now_rfc3339, EpochMetrics};
+use crate::metrics::EpochMetrics;
+use crate::results::now_rfc3339;
 
 /// Set by the Ctrl-C handler; the loop stops at the next batch.
 pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);

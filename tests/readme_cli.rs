@@ -73,3 +73,46 @@ fn the_readme_shows_the_sbatch_script_that_ci_submits() {
     let ci = std::fs::read_to_string(root.join(".ci/run")).unwrap();
     assert!(ci.contains("scripts/slurm-check.sh"));
 }
+
+/// The README's config table is the key table's (`config::markdown_table`),
+/// and every key `runner defaults` prints is in it with the same default.
+#[test]
+fn the_readme_config_table_agrees_with_runner_defaults() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let (start, end) = ("<!-- config keys: begin -->\n", "<!-- config keys: end -->");
+    let table = readme
+        .split(start)
+        .nth(1)
+        .and_then(|rest| rest.split(end).next())
+        .expect("the README marks its config table");
+    let expected = runner::config::markdown_table();
+    assert!(
+        table == expected,
+        "README.md's config table is stale; replace it with:\n{expected}"
+    );
+    let out = runner().arg("defaults").output().unwrap();
+    let mut section = String::new();
+    let mut checked = 0;
+    for line in stdout(&out).lines() {
+        if let Some(s) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = format!("{s}.");
+            continue;
+        }
+        let commented = line.starts_with("# ");
+        let Some((key, rest)) = line.trim_start_matches("# ").split_once(" = ") else {
+            continue;
+        };
+        let key = format!("{section}{key}");
+        let value = rest.split(" # ").next().unwrap().trim();
+        let row = table
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{key}` |")))
+            .unwrap_or_else(|| panic!("`runner defaults` has {key}, the README's table not"));
+        if !commented {
+            assert!(row.contains(&format!("| `{value}` |")), "{key}: {row}");
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, table.lines().count() - 2, "one row per key");
+}

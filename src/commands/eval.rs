@@ -10,10 +10,10 @@ use anyhow::{bail, Context, Result};
 
 use crate::checkpoint::Weights;
 use crate::cli::EvalArgs;
-use crate::config::{self, Layer, ModelConfig, RunConfig, Sources};
+use crate::config::{self, ModelConfig, RunConfig, Sources};
 use crate::data;
 use crate::inference;
-use crate::results;
+use crate::results::{self, RunDir};
 
 pub fn execute(args: &EvalArgs) -> Result<i32> {
     let (config, checkpoint, note) = match &args.checkpoint {
@@ -22,18 +22,12 @@ pub fn execute(args: &EvalArgs) -> Result<i32> {
             (config, file.clone(), note)
         }
         None => {
-            let run_dir = args
+            let path = args
                 .path
                 .as_ref()
-                .expect("clap requires RUN_DIR without --checkpoint");
-            let spec = run_dir.join(results::CONFIG_FILE);
-            if !spec.is_file() {
-                bail!(
-                    "{} is not a run folder: it has no {}",
-                    run_dir.display(),
-                    results::CONFIG_FILE
-                );
-            }
+                .context("give a run folder, or --checkpoint FILE")?;
+            let run_dir = RunDir::open(path)?;
+            let spec = run_dir.file(results::CONFIG_FILE);
             let config = config::load(&Sources::new(Some(&spec), &args.overrides.sets))?;
             let note = match config.data.validation {
                 config::Validation::TestSplit => {
@@ -41,7 +35,7 @@ pub fn execute(args: &EvalArgs) -> Result<i32> {
                 }
                 config::Validation::HoldOut(_) => None,
             };
-            (config, run_dir.join(results::BEST_FILE), note)
+            (config, run_dir.file(results::BEST_FILE), note)
         }
     };
     let weights = Weights::load(&checkpoint)?;
@@ -76,63 +70,50 @@ fn describe_model(m: &ModelConfig) -> String {
 
 /// The config for `eval --checkpoint FILE [SPEC]`: the model settings from
 /// the checkpoint's metadata when runner wrote them, else from the spec
-/// and `--set`, else the seed's model, said out loud.
+/// and `--set`, else the tutorial's model, said out loud.
 fn config_for_checkpoint(
     file: &std::path::Path,
     args: &EvalArgs,
 ) -> Result<(RunConfig, Option<String>)> {
+    if let Some(spec) = &args.path {
+        crate::sweep::grid::refuse_grid_as_spec(spec)?;
+    }
     let metadata = Weights::load_metadata(file)?;
-    let recorded: Vec<(String, toml::Value)> = ["activation", "pooling", "activate_c5_f6"]
-        .iter()
-        .filter_map(|k| {
-            let text = metadata.get(&format!("model.{k}"))?;
-            let value = text
-                .parse::<bool>()
-                .map(toml::Value::Boolean)
-                .unwrap_or_else(|_| toml::Value::String(text.clone()));
-            Some((format!("model.{k}"), value))
-        })
-        .collect();
     let sources = Sources::new(args.path.as_deref(), &args.overrides.sets);
     let asked = config::load(&sources)?;
-    if recorded.len() < 3 {
-        let explicit = args.path.is_some()
-            || args
-                .overrides
-                .sets
-                .iter()
-                .any(|s| s.trim_start().starts_with("model."));
-        let note = (!explicit).then(|| {
-            format!(
-                "{} has no runner metadata naming its model: scored as the seed's model ({}); \
-                 give a spec or --set model.activation=... model.pooling=... if it is another",
-                file.display(),
-                describe_model(&asked.model)
-            )
-        });
-        return Ok((asked, note));
-    }
-    let layers = [Layer {
-        label: format!("{} metadata", file.display()),
-        values: recorded,
-    }];
-    let from_file = config::load(&Sources {
-        spec: args.path.as_deref(),
-        layers: &layers,
-        sets: &[],
-    })?;
+    let recorded = match ModelConfig::from_metadata(&metadata) {
+        Some(model) => model.with_context(|| file.display().to_string())?,
+        None => {
+            let explicit = args.path.is_some()
+                || args
+                    .overrides
+                    .sets
+                    .iter()
+                    .any(|s| s.trim_start().starts_with("model."));
+            let note = (!explicit).then(|| {
+                format!(
+                    "{} has no runner metadata naming its model: scored as the tutorial's model \
+                     ({}); give a spec or --set model.activation=... model.pooling=... if it is \
+                     another",
+                    file.display(),
+                    describe_model(&asked.model)
+                )
+            });
+            return Ok((asked, note));
+        }
+    };
     // A spec or --set that names another model than the default is a claim
     // about this checkpoint: refuse it when the checkpoint says otherwise.
-    if asked.model != from_file.model && asked.model != ModelConfig::default() {
+    if asked.model != recorded && asked.model != ModelConfig::default() {
         bail!(
             "{} was trained as {}, but the spec and --set say {}: scoring it as another model \
              gives a meaningless number; drop the model settings to use the checkpoint's",
             file.display(),
-            describe_model(&from_file.model),
+            describe_model(&recorded),
             describe_model(&asked.model)
         );
     }
     let mut config = asked;
-    config.model = from_file.model;
+    config.model = recorded;
     Ok((config, None))
 }

@@ -11,17 +11,11 @@ use crate::config::{self, Sources};
 use crate::data::{self, PIXELS};
 use crate::inference;
 use crate::report::figures::{self, Labelled};
-use crate::results;
+use crate::results::{self, RunDir};
 
 pub fn execute(args: &PredictArgs) -> Result<i32> {
-    let spec = args.run_dir.join(results::CONFIG_FILE);
-    if !spec.is_file() {
-        bail!(
-            "{} is not a run folder: it has no {}",
-            args.run_dir.display(),
-            results::CONFIG_FILE
-        );
-    }
+    let run_dir = RunDir::open(&args.run_dir)?;
+    let spec = run_dir.file(results::CONFIG_FILE);
     let config = config::load(&Sources::new(Some(&spec), &args.overrides.sets))?;
     if let Some(out) = &args.out {
         if out.is_dir() {
@@ -32,7 +26,7 @@ pub fn execute(args: &PredictArgs) -> Result<i32> {
             );
         }
     }
-    let weights = Weights::load(&args.run_dir.join(results::BEST_FILE))?;
+    let weights = Weights::load(&run_dir.file(results::BEST_FILE))?;
     let (names, images, labels): (Vec<String>, Vec<f32>, Vec<Option<usize>>) = match &args.images {
         Some(dir) => {
             let files = png_files(dir)?;

@@ -5,13 +5,13 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
+use crate::atomic::write_atomic;
 use crate::cli::ReportArgs;
 use crate::report::figures::{self, Labelled};
 use crate::report::format::{exporter, Format};
 use crate::report::html::{self, ScoreCache};
 use crate::report::live;
 use crate::report::{Options, Report, RunRecord};
-use crate::results::write_atomic;
 use crate::train::INTERRUPTED;
 
 pub fn execute(args: &ReportArgs) -> Result<i32> {

@@ -13,6 +13,7 @@ use crate::results::{self, RunDir};
 pub const EXIT_INTERRUPTED: i32 = 130;
 
 pub fn execute(args: &RunArgs) -> Result<i32> {
+    crate::sweep::grid::refuse_grid_as_spec(&args.spec)?;
     let config = config::load(&Sources::new(Some(&args.spec), &args.overrides.sets))?;
     let run_dir = RunDir::locate(&args.results_dir, &config, &config.label());
     if args.dry_run {

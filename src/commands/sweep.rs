@@ -13,7 +13,7 @@ use crate::report::{self, live};
 use crate::results::Status;
 use crate::sweep::grid::Grid;
 use crate::sweep::halving;
-use crate::sweep::search::{Halving, Metric};
+use crate::sweep::search::Halving;
 use crate::sweep::shard::Shard;
 use crate::sweep::{self, Plan, PlannedRun, PointStatus};
 use crate::train::INTERRUPTED;
@@ -370,10 +370,7 @@ fn run_halving(
             halving::Standing::Finished(v) => Some((k, v)),
             halving::Standing::Unfinished => None,
         })
-        .max_by(|a, b| match halving.metric {
-            Metric::ValAcc => a.1.total_cmp(&b.1),
-            Metric::ValLoss => b.1.total_cmp(&a.1),
-        });
+        .min_by(|a, b| halving.metric.best_first(a.1, b.1));
     if let Some((k, v)) = best {
         println!(
             "{}: halving done; best {} {v:.4}: {}",

@@ -11,7 +11,8 @@ use figment::providers::Serialized;
 use figment::value::{Dict, Value};
 use figment::{Figment, Metadata};
 
-use super::{flatten, RunConfig, COMMAND_LINE};
+use super::layers::{env_name_is_read, env_var_for, COMMAND_LINE, ENV_PREFIX};
+use super::schema::RunConfig;
 
 /// One problem and where it came from.
 #[derive(Debug, Clone)]
@@ -51,10 +52,13 @@ impl std::fmt::Display for Problem {
 
 /// Every key a spec can set, dotted, the optional ones included.
 pub fn known_keys() -> Vec<String> {
-    flatten(&RunConfig::default()).into_keys().collect()
+    RunConfig::keys().map(|k| k.key.to_string()).collect()
 }
 
-const SECTIONS: [&str; 3] = ["data", "model", "train"];
+/// The tables of a spec: `[data]`, `[model]`, `[train]`.
+fn is_section(name: &str) -> bool {
+    RunConfig::keys().any(|k| k.section() == name)
+}
 
 /// Every problem of the layered config, in reading order (empty: it is valid).
 pub fn problems(figment: &Figment) -> Vec<Problem> {
@@ -73,7 +77,7 @@ pub fn problems(figment: &Figment) -> Vec<Problem> {
     let mut leaves = Vec::new();
     collect_leaves("", &merged, &known, &mut leaves);
     for (key, value) in leaves {
-        let what = if known.contains(&key) || SECTIONS.contains(&key.as_str()) {
+        let what = if known.contains(&key) || is_section(&key) {
             check_value(&key, value)
         } else {
             Some(unknown_key(&key, &known))
@@ -104,12 +108,12 @@ fn collect_leaves<'a>(
         } else {
             format!("{prefix}.{k}")
         };
-        let is_section = prefix.is_empty() && SECTIONS.contains(&k.as_str());
+        let section = prefix.is_empty() && is_section(k);
         match v {
             // A key whose value is a table (train.early_stopping) is one leaf.
             Value::Dict(..) if known.contains(&key) => out.push((key, v)),
-            Value::Dict(_, inner) if is_section || !SECTIONS.contains(&key.as_str()) => {
-                if inner.is_empty() && !is_section {
+            Value::Dict(_, inner) if section || !is_section(&key) => {
+                if inner.is_empty() && !section {
                     out.push((key, v));
                 } else {
                     collect_leaves(&key, inner, known, out);
@@ -205,7 +209,7 @@ pub fn origin_of(metadata: &Metadata, path: &[String]) -> Origin {
         };
     }
     if metadata.name.contains("environment") {
-        return Origin::Environment(env_var_name(path));
+        return Origin::Environment(env_var_for(&path.join(".")));
     }
     if metadata.name == COMMAND_LINE {
         return Origin::CommandLine;
@@ -214,14 +218,6 @@ pub fn origin_of(metadata: &Metadata, path: &[String]) -> Origin {
         return Origin::Defaults;
     }
     Origin::Layer(metadata.name.to_string())
-}
-
-fn env_var_name(path: &[String]) -> String {
-    let upper: Vec<String> = path.iter().map(|p| p.to_uppercase()).collect();
-    if upper.len() == 1 {
-        return format!("RUNNER_{}", upper[0]);
-    }
-    format!("RUNNER_{}", upper.join("__"))
 }
 
 /// The 1-based line of a dotted key in a TOML file, if it is written there.
@@ -260,22 +256,17 @@ fn unread_env_warnings(names: impl Iterator<Item = String>) -> Vec<String> {
     let known = known_keys();
     let mut out = Vec::new();
     for name in names {
-        let Some(rest) = name.strip_prefix("RUNNER_") else {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
             continue;
         };
-        if rest.contains("__")
-            || rest.eq_ignore_ascii_case("name")
-            || OTHER_VARIABLES.contains(&name.as_str())
-        {
+        if env_name_is_read(rest) || OTHER_VARIABLES.contains(&name.as_str()) {
             continue;
         }
         // RUNNER_TRAIN_LR: try each single underscore as the section break.
         let lower = rest.to_lowercase();
         let guess = lower.match_indices('_').find_map(|(i, _)| {
             let key = format!("{}.{}", &lower[..i], &lower[i + 1..]);
-            known
-                .contains(&key)
-                .then(|| env_var_name(&[key[..i].into(), key[i + 1..].into()]))
+            known.contains(&key).then(|| env_var_for(&key))
         });
         let hint = match guess {
             Some(var) => format!("; did you mean {var}?"),

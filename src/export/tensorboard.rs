@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::results::{write_atomic, EpochMetrics};
+use crate::atomic::write_atomic;
+use crate::metrics::EpochMetrics;
 
 /// The folder of a run that holds its event file when `train.tensorboard`
 /// is on.

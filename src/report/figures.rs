@@ -103,7 +103,7 @@ fn color(i: usize) -> RGBColor {
 fn curve(
     report: &Report,
     row: &Row,
-    pick: fn(&crate::results::EpochMetrics) -> f64,
+    pick: fn(&crate::metrics::EpochMetrics) -> f64,
 ) -> Vec<(f64, f64)> {
     let epochs = row
         .members
@@ -125,7 +125,7 @@ fn curve(
 }
 
 /// Reads one metric from an epoch's row.
-type Pick = fn(&crate::results::EpochMetrics) -> f64;
+type Pick = fn(&crate::metrics::EpochMetrics) -> f64;
 
 /// Rows that get a colour and a legend entry; the rest are thin grey
 /// lines, counted in the legend.

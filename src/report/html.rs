@@ -197,7 +197,7 @@ pub fn page(report: &Report, cache: &mut ScoreCache, live: bool) -> Result<Strin
             params: run
                 .params
                 .iter()
-                .filter(|(k, _)| !super::hidden(k))
+                .filter(|(k, _)| !super::params::hidden(k))
                 .map(|(k, v)| (k.as_str(), v.as_str()))
                 .collect(),
             best_val_acc: run.best_val_acc,
@@ -237,6 +237,6 @@ pub fn page(report: &Report, cache: &mut ScoreCache, live: bool) -> Result<Strin
 /// Writes `report.html` into `out`, atomically.
 pub fn write(report: &Report, out: &Path, cache: &mut ScoreCache, live: bool) -> Result<PathBuf> {
     let path = out.join("report.html");
-    results::write_atomic(&path, page(report, cache, live)?.as_bytes())?;
+    crate::atomic::write_atomic(&path, page(report, cache, live)?.as_bytes())?;
     Ok(path)
 }

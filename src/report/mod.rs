@@ -6,6 +6,7 @@ pub mod figures;
 pub mod format;
 pub mod html;
 pub mod live;
+pub mod params;
 pub mod scored;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,15 +17,10 @@ use anyhow::{bail, Result};
 use serde::Serialize;
 use walkdir::WalkDir;
 
-use crate::config::{flatten, RunConfig, RESULT_NEUTRAL_KEYS};
-use crate::results::{self, EpochMetrics, Status};
-
-/// Keys never shown as columns or common settings: those that do not
-/// decide results, and the name (the folder says it). `train.epochs` is
-/// among them: the epochs column shows each run's done/budget.
-pub(crate) fn hidden(key: &str) -> bool {
-    key == "name" || RESULT_NEUTRAL_KEYS.contains(&key)
-}
+use crate::config::RunConfig;
+use crate::metrics::{self, EpochMetrics};
+use crate::results::{self, Status};
+pub use params::{flatten, hidden};
 
 /// One run folder, read.
 #[derive(Debug, Clone, Serialize)]
@@ -222,7 +218,7 @@ pub fn read_run(dir: &Path) -> Result<RunRecord> {
     let summary = results::read_summary(&dir.join(results::SUMMARY_FILE))?;
     let metrics_path = dir.join(results::METRICS_FILE);
     let metrics = if metrics_path.is_file() {
-        results::read_metrics(&metrics_path)?
+        metrics::read_metrics(&metrics_path)?
     } else if summary.epochs_completed > 0 {
         bail!("{} is missing", file_name(dir, results::METRICS_FILE));
     } else {

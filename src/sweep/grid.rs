@@ -53,6 +53,29 @@ struct GridFile {
     search: Option<SearchTable>,
 }
 
+/// Top-level keys only a grid file has (`name` is a spec's key too).
+pub fn grid_only_keys() -> impl Iterator<Item = &'static str> {
+    serde_aux::serde_introspection::serde_introspect::<GridFile>()
+        .iter()
+        .copied()
+        .filter(|k| !config::RunConfig::keys().any(|key| key.key == *k))
+}
+
+/// Fails when `spec`, given as a run spec, is a grid file.
+pub fn refuse_grid_as_spec(spec: &Path) -> Result<()> {
+    let table = std::fs::read_to_string(spec)
+        .ok()
+        .and_then(|text| text.parse::<toml::Table>().ok());
+    if let Some(key) = table.and_then(|t| grid_only_keys().find(|k| t.contains_key(*k))) {
+        bail!(
+            "{} is a grid file (it has `{key}`), not a run spec: run it with `runner sweep {}`",
+            spec.display(),
+            spec.display()
+        );
+    }
+    Ok(())
+}
+
 /// One point of the grid: a value for each swept key, in the file's order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Point {
@@ -386,10 +409,9 @@ impl Grid {
         let text = std::fs::read_to_string(file)
             .with_context(|| format!("reading grid file {}", file.display()))?;
         if let Ok(table) = text.parse::<toml::Table>() {
-            let is_spec = ["data", "model", "train"]
-                .iter()
-                .any(|k| table.get(*k).is_some_and(toml::Value::is_table));
-            if is_spec && !config::GRID_KEYS.iter().any(|k| table.contains_key(*k)) {
+            let is_spec = config::RunConfig::keys()
+                .any(|k| table.get(k.section()).is_some_and(toml::Value::is_table));
+            if is_spec && !grid_only_keys().any(|k| table.contains_key(k)) {
                 bail!(
                     "{} is a run spec, not a grid: run it with `runner run {}`, or sweep it \
                      from a grid file that says `base = \"{}\"` and has a [sweep] table",
@@ -406,7 +428,9 @@ impl Grid {
             .base
             .map(|b| file.parent().unwrap_or(Path::new(".")).join(b));
         if let Some(base) = &base {
-            if !base.is_file() {
+            if base.is_file() {
+                refuse_grid_as_spec(base)?;
+            } else {
                 return Err(at(
                     file,
                     &["base"],

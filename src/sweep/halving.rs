@@ -29,10 +29,7 @@ pub fn standing(run: &PlannedRun, budget: usize, metric: Metric) -> Standing {
     if summary.config_hash != run.config.result_hash() {
         return Standing::Unfinished;
     }
-    let worst = match metric {
-        Metric::ValAcc => f64::NEG_INFINITY,
-        Metric::ValLoss => f64::INFINITY,
-    };
+    let worst = metric.worst();
     let done = match summary.status {
         Status::Failed => return Standing::Finished(worst),
         Status::Completed => {
@@ -43,7 +40,8 @@ pub fn standing(run: &PlannedRun, budget: usize, metric: Metric) -> Standing {
     if !done {
         return Standing::Unfinished;
     }
-    let rows = results::read_metrics(&run.run_dir.file(results::METRICS_FILE)).unwrap_or_default();
+    let rows =
+        crate::metrics::read_metrics(&run.run_dir.file(results::METRICS_FILE)).unwrap_or_default();
     let score = rows
         .iter()
         .filter(|r| r.epoch <= budget)
@@ -73,13 +71,7 @@ pub fn promote(scores: &[(usize, Standing)], halving: &Halving) -> Option<Vec<us
             Standing::Finished(v) => finished.push((*k, *v)),
         }
     }
-    finished.sort_by(|(ka, a), (kb, b)| {
-        let order = match halving.metric {
-            Metric::ValAcc => b.total_cmp(a),
-            Metric::ValLoss => a.total_cmp(b),
-        };
-        order.then(ka.cmp(kb))
-    });
+    finished.sort_by(|(ka, a), (kb, b)| halving.metric.best_first(*a, *b).then(ka.cmp(kb)));
     let keep = scores.len().div_ceil(halving.eta);
     let mut kept: Vec<usize> = finished.into_iter().take(keep).map(|(k, _)| k).collect();
     kept.sort_unstable();

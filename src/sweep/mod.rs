@@ -183,10 +183,7 @@ fn refuse_overrides_of_swept_keys(
         }
     }
     for key in swept {
-        let var = match key.split_once('.') {
-            Some((section, leaf)) => format!("RUNNER_{}__{}", section, leaf).to_uppercase(),
-            None => format!("RUNNER_{key}").to_uppercase(),
-        };
+        let var = config::env_var_for(key);
         if env_has(&var) {
             bail!(
                 "environment variable {var} overrides `{key}`, which {} sweeps: every point \
@@ -261,6 +258,6 @@ pub fn write_record(grid: &Grid, plan: &Plan, results_root: &Path) -> Result<Pat
     let path = dir.join("sweep.json");
     let mut text = serde_json::to_vec_pretty(&record)?;
     text.push(b'\n');
-    results::write_atomic(&path, &text)?;
+    crate::atomic::write_atomic(&path, &text)?;
     Ok(path)
 }
