@@ -1,5 +1,5 @@
 //! `runner bench`: training and inference throughput of LeNet-5, the time
-//! of one full epoch of the seed's setup, and peak memory, on whichever
+//! of one full epoch of the PyTorch tutorial's setup, and peak memory, on whichever
 //! device is chosen. Data is held in memory before timing starts, as in the
 //! PyTorch reference script (`bench/pytorch_bench.py`).
 
@@ -22,7 +22,7 @@ pub struct BenchPlan {
     pub infer_batches: Vec<usize>,
     /// Seconds of timed work per cell (after a warm-up).
     pub seconds: f64,
-    /// Also time one whole epoch of the seed's setup (sigmoid+avg, batch 16).
+    /// Also time one whole epoch of the PyTorch tutorial's setup (sigmoid+avg, batch 16).
     pub epoch: bool,
 }
 
@@ -44,7 +44,7 @@ pub struct BenchReport {
     pub cpu: Option<String>,
     pub threads: usize,
     pub cells: Vec<Cell>,
-    /// One epoch of the seed's setup: 60k images at batch 16 plus the 10k-image eval.
+    /// One epoch of the PyTorch tutorial's setup: 60k images at batch 16 plus the 10k-image eval.
     pub epoch_seconds: Option<f64>,
     pub epoch_train_images: Option<usize>,
     pub peak_rss_mb: Option<f64>,
@@ -151,7 +151,7 @@ fn cell(variant: &str, mode: &str, batch_size: usize, images: usize, seconds: f6
     }
 }
 
-/// Seconds of one epoch of the seed's setup, timed as `runner run` times it.
+/// Seconds of one epoch of the PyTorch tutorial's setup, timed as `runner run` times it.
 pub fn epoch_seconds(backend: Backend, data: &Data) -> Result<f64> {
     let mut config = RunConfig::default();
     config.train.epochs = 1;

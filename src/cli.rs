@@ -55,7 +55,7 @@ pub enum ExportCommand {
 }
 
 /// Layers above the spec file: `--set` (environment variables sit between).
-#[derive(Debug, Args, Clone, Default)]
+#[derive(Debug, Args, Clone, Default, PartialEq)]
 pub struct Overrides {
     /// Override any config key, e.g. `--set train.lr=0.01 --set model.activation=relu`.
     /// Repeatable; wins over the spec file and RUNNER_* environment variables.
@@ -107,7 +107,7 @@ pub struct BenchArgs {
     /// Inference batch sizes to measure, or `none`.
     #[arg(long, value_delimiter = ',', default_value = "256,1000", value_parser = batch_size)]
     pub infer_batches: Vec<Option<usize>>,
-    /// Model variants to measure: sigmoid+avg (the seed's) and relu+max.
+    /// Model variants to measure: sigmoid+avg (the PyTorch tutorial's) and relu+max.
     #[arg(long, value_delimiter = ',', default_value = "sigmoid+avg,relu+max")]
     pub variants: Vec<String>,
     /// Worker threads (0: one per core).
@@ -116,7 +116,7 @@ pub struct BenchArgs {
     /// The device to measure.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     pub device: DeviceChoice,
-    /// Skip timing a full epoch of the seed's setup.
+    /// Skip timing a full epoch of the PyTorch tutorial's setup.
     #[arg(long)]
     pub no_epoch: bool,
     /// Print the results as JSON instead of a table.
@@ -124,7 +124,7 @@ pub struct BenchArgs {
     pub json: bool,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Clone, PartialEq)]
 pub struct SweepArgs {
     /// The grid file (TOML), e.g. experiments/grid.toml.
     pub grid: PathBuf,
@@ -161,6 +161,41 @@ pub struct SweepArgs {
     /// folder); the page reloads itself until no run is live.
     #[arg(long, value_name = "DIR")]
     pub report: Option<PathBuf>,
+}
+
+impl SweepArgs {
+    /// The command-line arguments after `runner sweep` that parse back to
+    /// these (a test checks the round trip): how `--jobs` starts workers.
+    pub fn to_args(&self) -> Vec<std::ffi::OsString> {
+        let mut out: Vec<std::ffi::OsString> = vec![self.grid.clone().into()];
+        let mut flag = |name: &str, value: Option<std::ffi::OsString>| {
+            out.push(name.into());
+            out.extend(value);
+        };
+        for set in &self.overrides.sets {
+            flag("--set", Some(set.into()));
+        }
+        flag("--results-dir", Some(self.results_dir.clone().into()));
+        let switches = [
+            ("--list", self.list),
+            ("--count", self.count),
+            ("--retry-failed", self.retry_failed),
+            ("--no-wait", self.no_wait),
+        ];
+        for (name, on) in switches {
+            if on {
+                flag(name, None);
+            }
+        }
+        if let Some(shard) = &self.shard {
+            flag("--shard", Some(shard.into()));
+        }
+        flag("--jobs", Some(self.jobs.to_string().into()));
+        if let Some(dir) = &self.report {
+            flag("--report", Some(dir.clone().into()));
+        }
+        out
+    }
 }
 
 #[derive(Debug, Args)]
@@ -227,5 +262,49 @@ fn batch_size(text: &str) -> Result<Option<usize>, String> {
             .parse()
             .map(Some)
             .map_err(|_| format!("{text:?} is not a batch size (a whole number, or none)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every field is named here (no `..`): a new flag does not compile
+    /// until it is added, and then this fails until `to_args` passes it on.
+    #[test]
+    fn sweep_args_survive_a_round_trip_through_the_command_line() {
+        let all_set = SweepArgs {
+            grid: "g.toml".into(),
+            overrides: Overrides {
+                sets: vec!["train.lr=0.1".into(), "data.dir=a b".into()],
+            },
+            results_dir: "out dir".into(),
+            list: true,
+            count: true,
+            shard: Some("1/3".into()),
+            retry_failed: true,
+            no_wait: true,
+            jobs: 4,
+            report: Some("rep".into()),
+        };
+        let none_set = SweepArgs {
+            overrides: Overrides::default(),
+            list: false,
+            count: false,
+            shard: None,
+            retry_failed: false,
+            no_wait: false,
+            jobs: 1,
+            report: None,
+            ..all_set.clone()
+        };
+        for args in [all_set, none_set] {
+            let mut line: Vec<std::ffi::OsString> = vec!["runner".into(), "sweep".into()];
+            line.extend(args.to_args());
+            match Cli::try_parse_from(line).unwrap().command {
+                Command::Sweep(parsed) => assert_eq!(parsed, args),
+                other => panic!("parsed as {other:?}"),
+            }
+        }
     }
 }

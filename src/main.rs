@@ -30,7 +30,7 @@ fn main() -> ExitCode {
     };
     let _ = ctrlc::set_handler(move || {
         if INTERRUPTED.swap(true, Ordering::SeqCst) {
-            std::process::exit(commands::run::EXIT_INTERRUPTED);
+            std::process::exit(runner::exit::INTERRUPTED);
         }
         eprintln!("\n{stopping} (Ctrl-C again to quit at once)");
     });
@@ -44,14 +44,14 @@ fn main() -> ExitCode {
         Command::Export(what) => commands::export::execute(what),
         Command::Defaults => {
             print!("{}", runner::config::default_toml());
-            Ok(0)
+            Ok(runner::exit::SUCCESS)
         }
     };
     match result {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(runner::exit::FAILURE as u8)
         }
     }
 }

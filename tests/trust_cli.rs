@@ -107,7 +107,7 @@ fn the_seeds_setup_says_its_validation_is_the_test_split() {
         stdout(&out)
     );
     let summary = read_json(&only_run_dir(tmp.path(), "seedway").join("summary.json"));
-    assert_eq!(summary["validation"], "the test split (the seed's way)");
+    assert_eq!(summary["validation"], "the test split (the tutorial's way)");
     assert!(
         summary.get("test_acc").is_none(),
         "no second number: {summary}"

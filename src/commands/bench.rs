@@ -58,5 +58,5 @@ pub fn execute(args: &BenchArgs) -> Result<i32> {
     } else {
         print!("{}", bench::table(&report));
     }
-    Ok(0)
+    Ok(crate::exit::SUCCESS)
 }

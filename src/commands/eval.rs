@@ -52,7 +52,7 @@ pub fn execute(args: &EvalArgs) -> Result<i32> {
     if let Some(note) = note {
         eprintln!("note: {note}");
     }
-    Ok(0)
+    Ok(crate::exit::SUCCESS)
 }
 
 fn describe_model(m: &ModelConfig) -> String {

@@ -31,5 +31,5 @@ pub fn execute(what: &ExportCommand) -> Result<i32> {
         out.display(),
         out.display()
     );
-    Ok(0)
+    Ok(crate::exit::SUCCESS)
 }

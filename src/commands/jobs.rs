@@ -14,6 +14,7 @@ use crate::cli::SweepArgs;
 use crate::results::Status;
 use crate::sweep::{PlannedRun, PointStatus};
 use crate::train::INTERRUPTED;
+use crate::{exit, human};
 
 /// Starts the workers and waits for them; returns the exit code.
 pub fn run_workers(args: &SweepArgs, name: &str, mine: &[&PlannedRun]) -> Result<i32> {
@@ -33,25 +34,7 @@ pub fn run_workers(args: &SweepArgs, name: &str, mine: &[&PlannedRun]) -> Result
         let log = std::fs::File::create(&log_path)
             .with_context(|| format!("creating {}", log_path.display()))?;
         let mut cmd = Command::new(std::env::current_exe()?);
-        cmd.arg("sweep")
-            .arg(&args.grid)
-            .arg("--results-dir")
-            .arg(&args.results_dir);
-        for set in &args.overrides.sets {
-            cmd.args(["--set", set]);
-        }
-        if let Some(t) = threads {
-            cmd.args(["--set", &format!("train.threads={t}")]);
-        }
-        if let Some(shard) = &args.shard {
-            cmd.args(["--shard", shard]);
-        }
-        if args.retry_failed {
-            cmd.arg("--retry-failed");
-        }
-        if args.no_wait {
-            cmd.arg("--no-wait");
-        }
+        cmd.arg("sweep").args(worker_args(args, threads));
         cmd.stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
@@ -90,13 +73,27 @@ pub fn run_workers(args: &SweepArgs, name: &str, mine: &[&PlannedRun]) -> Result
         }
     }
     let codes: Vec<i32> = codes.into_iter().flatten().collect();
-    Ok(if codes.contains(&super::run::EXIT_INTERRUPTED) {
-        super::run::EXIT_INTERRUPTED
+    Ok(if codes.contains(&exit::INTERRUPTED) {
+        exit::INTERRUPTED
     } else if let Some(&bad) = codes.iter().find(|&&c| c != 0) {
         bad
     } else {
-        0
+        exit::SUCCESS
     })
+}
+
+/// What each worker runs: this sweep, as one process (no --jobs, no
+/// --report: the parent keeps the page), with its share of the threads.
+fn worker_args(args: &SweepArgs, threads: Option<usize>) -> Vec<std::ffi::OsString> {
+    let mut worker = SweepArgs {
+        jobs: 1,
+        report: None,
+        ..args.clone()
+    };
+    if let Some(t) = threads {
+        worker.overrides.sets.push(format!("train.threads={t}"));
+    }
+    worker.to_args()
 }
 
 /// "3/8 completed, 2 running, 0 failed, ETA 1.2min", from the run folders.
@@ -114,7 +111,7 @@ fn progress(runs: &[&PlannedRun], elapsed: f64) -> String {
     let eta = if done > 0 && left > 0 {
         format!(
             ", ETA {}",
-            super::sweep::human(elapsed / done as f64 * left as f64)
+            human::duration(elapsed / done as f64 * left as f64)
         )
     } else {
         String::new()

@@ -89,7 +89,7 @@ pub fn execute(args: &PredictArgs) -> Result<i32> {
         }
         eprintln!("wrote {} (and {})", out.display(), written[1].display());
     }
-    Ok(0)
+    Ok(crate::exit::SUCCESS)
 }
 
 fn png_files(dir: &Path) -> Result<Vec<PathBuf>> {

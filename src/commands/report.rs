@@ -50,7 +50,7 @@ pub fn execute(args: &ReportArgs) -> Result<i32> {
         let written = write_out_dir(&report, out, args.full_range, &mut ScoreCache::default())?;
         eprintln!("wrote {} files to {}", written, out.display());
     }
-    Ok(0)
+    Ok(crate::exit::SUCCESS)
 }
 
 /// `--watch`: follows the runs until Ctrl-C, then writes the whole
@@ -69,7 +69,7 @@ fn watch(args: &ReportArgs, options: Options) -> Result<i32> {
         let report = Report::build(&args.path, &options)?;
         let written = write_out_dir(&report, out, args.full_range, &mut ScoreCache::default())?;
         eprintln!("wrote {} files to {}", written, out.display());
-        return Ok(0);
+        return Ok(crate::exit::SUCCESS);
     }
     let mut stdout = std::io::stdout();
     while !INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
@@ -86,7 +86,7 @@ fn watch(args: &ReportArgs, options: Options) -> Result<i32> {
         stdout.flush()?;
         std::thread::sleep(2 * live::POLL);
     }
-    Ok(0)
+    Ok(crate::exit::SUCCESS)
 }
 
 /// Why the table has no runs, for stderr: the table alone does not say
@@ -144,7 +144,7 @@ pub fn write_out_dir(
                 md.push_str(&format!(
                     "\n## Best run: `{}`\n\n![confusion matrix on the test set](confusion.png)\n\n\
                      ![the first 20 test images: label and prediction, mistakes in red](predictions.png)\n",
-                    best.run_id
+                    best.summary.run_id
                 ));
             }
             Err(e) => eprintln!(
@@ -164,7 +164,7 @@ fn best_run_figures(best: &RunRecord, out: &Path, cache: &mut ScoreCache) -> Res
     let score = cache
         .score(best)
         .ok_or_else(|| anyhow::anyhow!("its best checkpoint could not be scored"))?;
-    let title = format!("{} (test acc {:.4})", best.run_id, score.accuracy());
+    let title = format!("{} (test acc {:.4})", best.summary.run_id, score.accuracy());
     let mut n = figures::confusion_matrix(&score.counts, &title, &out.join("confusion"))?.len();
     let items: Vec<Labelled> = score
         .first

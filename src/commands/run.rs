@@ -7,10 +7,8 @@ use crate::config::{self, Sources};
 use crate::data;
 use crate::engine;
 use crate::execute::{run_one, Policy, RunOutcome};
+use crate::exit;
 use crate::results::{self, RunDir};
-
-/// Exit code of a run stopped by Ctrl-C (128 + SIGINT).
-pub const EXIT_INTERRUPTED: i32 = 130;
 
 pub fn execute(args: &RunArgs) -> Result<i32> {
     crate::sweep::grid::refuse_grid_as_spec(&args.spec)?;
@@ -19,7 +17,7 @@ pub fn execute(args: &RunArgs) -> Result<i32> {
     if args.dry_run {
         println!("# run folder: {}", run_dir.path.display());
         print!("{}", config.to_toml());
-        return Ok(0);
+        return Ok(exit::SUCCESS);
     }
     // A finished run needs no data; run_one checks again under the lock.
     if !args.force && is_completed(&run_dir, &config) {
@@ -58,7 +56,7 @@ pub fn execute(args: &RunArgs) -> Result<i32> {
                 test_words(&summary),
                 run_dir.path.display()
             );
-            Ok(0)
+            Ok(exit::SUCCESS)
         }
         RunOutcome::AlreadyCompleted => report_completed(&run_dir),
         RunOutcome::Busy => bail!(
@@ -70,7 +68,7 @@ pub fn execute(args: &RunArgs) -> Result<i32> {
                 "interrupted; run it again to resume from the last finished epoch ({})",
                 run_dir.path.display()
             );
-            Ok(EXIT_INTERRUPTED)
+            Ok(exit::INTERRUPTED)
         }
         RunOutcome::Failed(reason) | RunOutcome::PreviouslyFailed(reason) => {
             bail!(
@@ -98,7 +96,7 @@ fn report_completed(run_dir: &RunDir) -> Result<i32> {
         summary.best_val_acc.unwrap_or(f64::NAN),
         test_words(&summary)
     );
-    Ok(0)
+    Ok(exit::SUCCESS)
 }
 
 /// ", test acc 0.9871" when the run was scored on a test split it did not

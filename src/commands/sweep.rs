@@ -17,6 +17,7 @@ use crate::sweep::search::Halving;
 use crate::sweep::shard::Shard;
 use crate::sweep::{self, Plan, PlannedRun, PointStatus};
 use crate::train::INTERRUPTED;
+use crate::{exit, human};
 use std::sync::atomic::Ordering;
 
 pub fn execute(args: &SweepArgs) -> Result<i32> {
@@ -40,7 +41,7 @@ pub fn execute(args: &SweepArgs) -> Result<i32> {
     };
     if args.count {
         println!("{}", mine.len());
-        return Ok(0);
+        return Ok(exit::SUCCESS);
     }
     if args.list {
         println!(
@@ -78,7 +79,7 @@ pub fn execute(args: &SweepArgs) -> Result<i32> {
                 r.point.describe()
             );
         }
-        return Ok(0);
+        return Ok(exit::SUCCESS);
     }
     print_collapsed(&plan);
     let live = args.report.as_ref().map(|out| {
@@ -143,7 +144,7 @@ fn train(
         grid.name,
         mine.len(),
         parts.join(", "),
-        human(started.elapsed().as_secs_f64())
+        human::duration(started.elapsed().as_secs_f64())
     );
     if worker.failed_early > 0 {
         println!(
@@ -152,9 +153,9 @@ fn train(
         );
     }
     Ok(if failed + worker.failed_early > 0 {
-        1
+        exit::FAILURE
     } else {
-        0
+        exit::SUCCESS
     })
 }
 
@@ -185,7 +186,7 @@ impl Worker {
             } else {
                 let mean =
                     self.trained_seconds.iter().sum::<f64>() / self.trained_seconds.len() as f64;
-                format!(", ETA {}", human(mean * (runs.len() - k) as f64))
+                format!(", ETA {}", human::duration(mean * (runs.len() - k) as f64))
             };
             println!(
                 "[{}/{}{eta}] {} ({})",
@@ -229,7 +230,7 @@ impl Worker {
                 } => {
                     println!(
                         "  completed: best val acc {best_val_acc:.4} in {}",
-                        human(*seconds)
+                        human::duration(*seconds)
                     );
                     self.trained_seconds.push(*seconds);
                 }
@@ -244,16 +245,12 @@ impl Worker {
             write_record(grid, plan, results_dir);
             if outcome == RunOutcome::Interrupted {
                 eprintln!("interrupted; run the sweep again to resume where it stopped");
-                return Some(super::run::EXIT_INTERRUPTED);
+                return Some(exit::INTERRUPTED);
             }
         }
         None
     }
 }
-
-/// Exit code of `sweep --no-wait` when a halving rung waits for runs that
-/// other processes are training (EX_TEMPFAIL): run it again later.
-pub const EXIT_WAIT: i32 = 75;
 
 /// Successive halving: train this process's share of the current rung,
 /// then whatever of it nobody else is training, then wait for the rest;
@@ -337,11 +334,12 @@ fn run_halving(
         }
         if args.no_wait {
             println!(
-                "rung {} waits for {} run(s) that other processes are training; exiting with {EXIT_WAIT} (--no-wait)",
+                "rung {} waits for {} run(s) that other processes are training; exiting with {} (--no-wait)",
                 pos.rung + 1,
-                left.len()
+                left.len(),
+                exit::WAIT
             );
-            return Ok(EXIT_WAIT);
+            return Ok(exit::WAIT);
         }
         if !waiting_said {
             println!(
@@ -357,7 +355,7 @@ fn run_halving(
         }
         std::thread::sleep(std::time::Duration::from_secs(1));
         if INTERRUPTED.load(Ordering::SeqCst) {
-            return Ok(super::run::EXIT_INTERRUPTED);
+            return Ok(exit::INTERRUPTED);
         }
     }
     write_record(grid, plan, &args.results_dir);
@@ -379,7 +377,11 @@ fn run_halving(
             plan.runs[k].run_id()
         );
     }
-    Ok(if worker.failed_early > 0 { 1 } else { 0 })
+    Ok(if worker.failed_early > 0 {
+        exit::FAILURE
+    } else {
+        exit::SUCCESS
+    })
 }
 
 /// The run with `budget` epochs (epochs are a budget: same identity).
@@ -470,14 +472,4 @@ fn announce(grid: &Grid, runs: &[&PlannedRun], slice: &str, retry_failed: bool) 
         n(PointStatus::FAILED),
         n(PointStatus::Pending)
     );
-}
-
-pub fn human(seconds: f64) -> String {
-    if seconds < 90.0 {
-        format!("{seconds:.1}s")
-    } else if seconds < 5400.0 {
-        format!("{:.1}min", seconds / 60.0)
-    } else {
-        format!("{:.1}h", seconds / 3600.0)
-    }
 }

@@ -11,8 +11,11 @@ use figment::providers::Serialized;
 use figment::value::{Dict, Value};
 use figment::{Figment, Metadata};
 
-use super::layers::{env_name_is_read, env_var_for, COMMAND_LINE, ENV_PREFIX};
+use super::keys::{env_name_is_read, env_var_for, ENV_PREFIX};
 use super::schema::RunConfig;
+
+/// The name of the `--set` layer, by which its values are recognised.
+pub(super) const COMMAND_LINE: &str = "command line";
 
 /// One problem and where it came from.
 #[derive(Debug, Clone)]

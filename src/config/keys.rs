@@ -79,6 +79,25 @@ impl Key {
     }
 }
 
+// How a key is spelled as an environment variable.
+
+/// Environment variables read as config: `RUNNER_<SECTION>__<KEY>`, plus `RUNNER_NAME`.
+pub const ENV_PREFIX: &str = "RUNNER_";
+pub const ENV_SECTION_BREAK: &str = "__";
+
+/// The variable that sets a dotted key: `train.lr` -> `RUNNER_TRAIN__LR`.
+pub fn env_var_for(key: &str) -> String {
+    format!(
+        "{ENV_PREFIX}{}",
+        key.replace('.', ENV_SECTION_BREAK).to_uppercase()
+    )
+}
+
+/// Whether a `RUNNER_*` name (prefix removed) is one the config reads.
+pub fn env_name_is_read(rest: &str) -> bool {
+    rest.contains(ENV_SECTION_BREAK) || rest.eq_ignore_ascii_case("name")
+}
+
 /// A rule a value must follow: the problem in words when it does not.
 pub type Check<T> = fn(&T) -> Result<(), String>;
 
@@ -170,5 +189,18 @@ pub fn below_one(v: &f64) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("must be in [0, 1), got {v}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_key_has_one_variable() {
+        assert_eq!(env_var_for("train.lr"), "RUNNER_TRAIN__LR");
+        assert_eq!(env_var_for("name"), "RUNNER_NAME");
+        assert!(env_name_is_read("TRAIN__LR") && env_name_is_read("name"));
+        assert!(!env_name_is_read("TRAIN_LR"));
     }
 }

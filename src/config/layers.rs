@@ -10,7 +10,8 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 
-use super::diagnose;
+use super::diagnose::{self, COMMAND_LINE};
+use super::keys::{ENV_PREFIX, ENV_SECTION_BREAK};
 use super::schema::RunConfig;
 
 /// Values set by key, as a figment provider of their own so that errors can
@@ -65,8 +66,6 @@ impl Layer {
         }
     }
 }
-
-pub(super) const COMMAND_LINE: &str = "command line";
 
 /// A command-line value is read as TOML (numbers, booleans, quoted strings);
 /// anything that is not valid TOML is taken as a bare string (`relu`).
@@ -134,29 +133,12 @@ impl<'a> Sources<'a> {
     }
 }
 
-/// Environment variables read as config: `RUNNER_<SECTION>__<KEY>`, plus `RUNNER_NAME`.
-pub const ENV_PREFIX: &str = "RUNNER_";
-const ENV_SECTION_BREAK: &str = "__";
-
 fn env_provider() -> Env {
     Env::prefixed(ENV_PREFIX)
         .filter(|key| {
             key.as_str().contains(ENV_SECTION_BREAK) || key.as_str().eq_ignore_ascii_case("name")
         })
         .split(ENV_SECTION_BREAK)
-}
-
-/// The variable that sets a dotted key: `train.lr` -> `RUNNER_TRAIN__LR`.
-pub fn env_var_for(key: &str) -> String {
-    format!(
-        "{ENV_PREFIX}{}",
-        key.replace('.', ENV_SECTION_BREAK).to_uppercase()
-    )
-}
-
-/// Whether a `RUNNER_*` name (prefix removed) is one the config reads.
-pub fn env_name_is_read(rest: &str) -> bool {
-    rest.contains(ENV_SECTION_BREAK) || rest.eq_ignore_ascii_case("name")
 }
 
 /// Builds the layered figment for a spec, without extracting it.
@@ -227,13 +209,5 @@ mod tests {
         assert_eq!(parse_value("true"), toml::Value::Boolean(true));
         assert_eq!(parse_value("relu"), toml::Value::String("relu".into()));
         assert_eq!(parse_value("\"relu\""), toml::Value::String("relu".into()));
-    }
-
-    #[test]
-    fn each_key_has_one_variable() {
-        assert_eq!(env_var_for("train.lr"), "RUNNER_TRAIN__LR");
-        assert_eq!(env_var_for("name"), "RUNNER_NAME");
-        assert!(env_name_is_read("TRAIN__LR") && env_name_is_read("name"));
-        assert!(!env_name_is_read("TRAIN_LR"));
     }
 }

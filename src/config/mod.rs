@@ -23,8 +23,9 @@ mod schema;
 pub use defaults_text::{default_toml, markdown_table};
 pub use diagnose::{known_keys, line_of, nearest};
 pub use identity::short_number;
-pub use keys::Key;
-pub use layers::{env_var_for, load, Layer, Sources};
+
+pub use keys::{env_var_for, Key};
+pub use layers::{load, Layer, Sources};
 pub use metric::{EarlyStopping, Metric};
 pub use schema::{
     Activation, DataConfig, Dataset, DeviceChoice, ModelConfig, Pooling, RunConfig, TrainConfig,

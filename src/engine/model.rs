@@ -1,4 +1,4 @@
-//! LeNet-5 as the seed notebook builds it, on dfdx tensors: its
+//! LeNet-5 as the PyTorch tutorial builds it, on dfdx tensors: its
 //! parameters, their initialisation, and the forward pass over whichever
 //! [`LayerOps`] implement the layers.
 //!

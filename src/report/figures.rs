@@ -502,7 +502,7 @@ pub struct Labelled<'a> {
 pub const CELL: u32 = 112;
 const TITLE: u32 = 36;
 
-/// The seed's picture: images in a grid of `columns`, each titled with its
+/// The tutorial's picture: images in a grid of `columns`, each titled with its
 /// label and the prediction; mistakes in red with a red frame.
 pub fn prediction_grid(items: &[Labelled], columns: usize, base: &Path) -> Result<Vec<PathBuf>> {
     let columns = columns.max(1);

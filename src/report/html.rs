@@ -107,7 +107,10 @@ impl ScoreCache {
                     self.scores.insert(best.clone(), (modified, score));
                 }
                 Err(e) => {
-                    eprintln!("warning: report.html: not scoring {}: {e:#}", run.run_id);
+                    eprintln!(
+                        "warning: report.html: not scoring {}: {e:#}",
+                        run.summary.run_id
+                    );
                     return None;
                 }
             }
@@ -148,7 +151,10 @@ fn png_data_uri(pixels: &[f32]) -> Result<String> {
 /// Whether any run is training now (its summary says running and its
 /// lock is held; `Report` already turned killed ones into interrupted).
 pub fn any_live(report: &Report) -> bool {
-    report.runs.iter().any(|r| r.status == Status::Running)
+    report
+        .runs
+        .iter()
+        .any(|r| r.summary.status == Status::Running)
 }
 
 /// The page for `report`, scoring the best `SCORED_RUNS` runs; with
@@ -168,7 +174,7 @@ pub fn page(report: &Report, cache: &mut ScoreCache, live: bool) -> Result<Strin
         .collect();
     for (&i, own) in shown.iter().zip(&own_rows) {
         let run = &report.runs[i];
-        let score = if scored < SCORED_RUNS && run.status == Status::Completed {
+        let score = if scored < SCORED_RUNS && run.summary.status == Status::Completed {
             cache.score(run)
         } else {
             None
@@ -190,19 +196,19 @@ pub fn page(report: &Report, cache: &mut ScoreCache, live: bool) -> Result<Strin
             None => None,
         };
         runs.push(PageRun {
-            run_id: &run.run_id,
+            run_id: &run.summary.run_id,
             dir: run.dir.display().to_string(),
-            status: run.status,
-            reason: run.reason.as_deref(),
+            status: run.summary.status,
+            reason: run.summary.reason.as_deref(),
             params: run
                 .params
                 .iter()
                 .filter(|(k, _)| !super::params::hidden(k))
                 .map(|(k, v)| (k.as_str(), v.as_str()))
                 .collect(),
-            best_val_acc: run.best_val_acc,
-            best_epoch: run.best_epoch,
-            validation: &run.validation,
+            best_val_acc: run.summary.best_val_acc,
+            best_epoch: run.summary.best_epoch,
+            validation: &run.summary.validation,
             metrics: metric_series(run),
             row: PageRow::of(own),
             confusion: score.map(|s| s.counts),

@@ -165,21 +165,24 @@ impl Background {
 /// best so far, and when the running runs should end.
 pub fn progress_line(report: &Report) -> String {
     use crate::results::Status;
-    let count = |s: Status| report.runs.iter().filter(|r| r.status == s).count();
+    let count = |s: Status| report.runs.iter().filter(|r| r.summary.status == s).count();
     let best = report
         .runs
         .iter()
-        .filter_map(|r| r.best_val_acc.map(|a| (a, &r.run_id)))
+        .filter_map(|r| r.summary.best_val_acc.map(|a| (a, &r.summary.run_id)))
         .max_by(|a, b| a.0.total_cmp(&b.0));
     // Epochs left of the running runs at their own mean epoch time.
     let eta: f64 = report
         .runs
         .iter()
-        .filter(|r| r.status == Status::Running && !r.metrics.is_empty())
+        .filter(|r| r.summary.status == Status::Running && !r.metrics.is_empty())
         .map(|r| {
             let mean =
                 r.metrics.iter().map(|m| m.epoch_seconds).sum::<f64>() / r.metrics.len() as f64;
-            mean * r.epochs_planned.saturating_sub(r.epochs_done) as f64
+            mean * r
+                .summary
+                .epochs_planned
+                .saturating_sub(r.summary.epochs_completed) as f64
         })
         .fold(0.0, f64::max);
     let mut line = format!(
@@ -196,7 +199,7 @@ pub fn progress_line(report: &Report) -> String {
     if count(Status::Running) > 0 && eta > 0.0 {
         line.push_str(&format!(
             "; running runs done in ~{}",
-            crate::commands::sweep::human(eta)
+            crate::human::duration(eta)
         ));
     }
     line

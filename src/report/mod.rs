@@ -19,39 +19,19 @@ use walkdir::WalkDir;
 
 use crate::config::RunConfig;
 use crate::metrics::{self, EpochMetrics};
-use crate::results::{self, Status};
+use crate::results::{self, Status, Summary};
 pub use params::{flatten, hidden};
 
-/// One run folder, read.
-#[derive(Debug, Clone, Serialize)]
+/// One run folder, read: its summary (with `status` as it stands now,
+/// see `live_status`, and `run_id` the folder's name), its config and
+/// rows.
+#[derive(Debug, Clone)]
 pub struct RunRecord {
     pub dir: PathBuf,
-    pub run_id: String,
-    pub status: Status,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    pub summary: Summary,
+    /// The config, flattened to text (`flatten`): what columns show.
     pub params: BTreeMap<String, String>,
-    #[serde(skip)]
     pub config: RunConfig,
-    pub best_val_acc: Option<f64>,
-    pub final_val_acc: Option<f64>,
-    pub best_epoch: Option<usize>,
-    /// What chose the best epoch, in words.
-    pub validation: String,
-    /// The best epoch scored on the test split; None when the test split
-    /// was the validation split (then it is `best_val_acc`).
-    pub test_acc: Option<f64>,
-    /// Images in the test split the run was scored on.
-    pub test_images: usize,
-    /// Early stopping ended the run at this epoch.
-    pub stopped_early_at: Option<usize>,
-    /// Successive halving did not promote it past this rung (1-based).
-    pub halted_after_rung: Option<usize>,
-    pub epochs_done: usize,
-    pub epochs_planned: usize,
-    pub wall_seconds: f64,
-    pub images_per_sec: Option<f64>,
-    #[serde(skip)]
     pub metrics: Vec<EpochMetrics>,
 }
 
@@ -254,29 +234,17 @@ pub fn read_run(dir: &Path) -> Result<RunRecord> {
             summary.epochs_completed
         );
     }
-    let images: Vec<f64> = metrics.iter().map(|m| m.train_images_per_sec).collect();
+    let mut summary = summary;
+    summary.status = live_status(dir, summary.status);
+    summary.run_id = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     Ok(RunRecord {
         dir: dir.to_path_buf(),
-        run_id: dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        status: live_status(dir, summary.status),
-        reason: summary.reason.clone(),
+        summary,
         params: flatten(&config),
         config,
-        best_val_acc: summary.best_val_acc,
-        final_val_acc: summary.final_val_acc,
-        best_epoch: summary.best_epoch,
-        validation: summary.validation.clone(),
-        test_acc: summary.test_acc,
-        test_images: summary.test_images,
-        stopped_early_at: summary.stopped_early_at,
-        halted_after_rung: summary.halted_after_rung,
-        epochs_done: summary.epochs_completed,
-        epochs_planned: summary.epochs_planned,
-        wall_seconds: summary.wall_seconds,
-        images_per_sec: Stat::of(images).mean,
         metrics,
     })
 }
@@ -291,8 +259,8 @@ fn matches(value: &str, wanted: &str) -> bool {
 
 fn value_of(run: &RunRecord, key: &str) -> Option<String> {
     match key {
-        "status" => Some(run.status.name().to_string()),
-        "run_id" => Some(run.run_id.clone()),
+        "status" => Some(run.summary.status.name().to_string()),
+        "run_id" => Some(run.summary.run_id.clone()),
         _ => run.params.get(key).cloned(),
     }
 }
@@ -385,8 +353,8 @@ impl Report {
         let columns = group_by.clone().unwrap_or(columns);
         let sizes: BTreeSet<usize> = runs
             .iter()
-            .filter(|r| r.test_images > 0)
-            .map(|r| r.test_images)
+            .filter(|r| r.summary.test_images > 0)
+            .map(|r| r.summary.test_images)
             .collect();
         Ok(Report {
             root: root.to_path_buf(),
@@ -408,9 +376,10 @@ impl Report {
             .map(|&i| &self.runs[i])
             .filter(|r| r.dir.join(results::BEST_FILE).is_file())
             .max_by(|a, b| {
-                a.best_val_acc
+                a.summary
+                    .best_val_acc
                     .unwrap_or(f64::MIN)
-                    .total_cmp(&b.best_val_acc.unwrap_or(f64::MIN))
+                    .total_cmp(&b.summary.best_val_acc.unwrap_or(f64::MIN))
             })
     }
 }
@@ -424,17 +393,21 @@ pub(crate) fn row(runs: &[RunRecord], members: Vec<usize>, columns: &[String]) -
         .collect();
     let mut statuses: BTreeMap<&str, usize> = BTreeMap::new();
     for r in &rs {
-        *statuses.entry(r.status.name()).or_default() += 1;
+        *statuses.entry(r.summary.status.name()).or_default() += 1;
     }
     let status = if rs.len() == 1 {
-        match (&first.reason, first.status, first.stopped_early_at) {
+        match (
+            &first.summary.reason,
+            first.summary.status,
+            first.summary.stopped_early_at,
+        ) {
             (Some(reason), Status::Failed, _) => format!("failed: {reason}"),
             (_, Status::Completed, Some(epoch)) => format!("completed, stopped early at {epoch}"),
-            (_, Status::Completed, None) if first.halted_after_rung.is_some() => format!(
+            (_, Status::Completed, None) if first.summary.halted_after_rung.is_some() => format!(
                 "completed, halving stopped it after rung {}",
-                first.halted_after_rung.unwrap_or(0)
+                first.summary.halted_after_rung.unwrap_or(0)
             ),
-            _ => first.status.name().to_string(),
+            _ => first.summary.status.name().to_string(),
         }
     } else {
         statuses
@@ -445,19 +418,37 @@ pub(crate) fn row(runs: &[RunRecord], members: Vec<usize>, columns: &[String]) -
     };
     Row {
         values,
-        run_ids: rs.iter().map(|r| r.run_id.clone()).collect(),
+        run_ids: rs.iter().map(|r| r.summary.run_id.clone()).collect(),
         run_dir: (rs.len() == 1).then(|| first.dir.clone()),
         status,
-        best_val_acc: Stat::of(rs.iter().filter_map(|r| r.best_val_acc)),
-        final_val_acc: Stat::of(rs.iter().filter_map(|r| r.final_val_acc)),
-        best_epoch: Stat::of(rs.iter().filter_map(|r| r.best_epoch.map(|e| e as f64))),
-        test_acc: Stat::of(rs.iter().filter_map(|r| r.test_acc)),
-        val_is_test: rs.iter().filter(|r| r.test_acc.is_none()).count(),
-        epochs_done_min: rs.iter().map(|r| r.epochs_done).min().unwrap_or(0),
-        epochs_done_max: rs.iter().map(|r| r.epochs_done).max().unwrap_or(0),
-        epochs_planned: rs.iter().map(|r| r.epochs_planned).max().unwrap_or(0),
-        wall_seconds: Stat::of(rs.iter().map(|r| r.wall_seconds)),
-        images_per_sec: Stat::of(rs.iter().filter_map(|r| r.images_per_sec)),
+        best_val_acc: Stat::of(rs.iter().filter_map(|r| r.summary.best_val_acc)),
+        final_val_acc: Stat::of(rs.iter().filter_map(|r| r.summary.final_val_acc)),
+        best_epoch: Stat::of(
+            rs.iter()
+                .filter_map(|r| r.summary.best_epoch.map(|e| e as f64)),
+        ),
+        test_acc: Stat::of(rs.iter().filter_map(|r| r.summary.test_acc)),
+        val_is_test: rs.iter().filter(|r| r.summary.test_acc.is_none()).count(),
+        epochs_done_min: rs
+            .iter()
+            .map(|r| r.summary.epochs_completed)
+            .min()
+            .unwrap_or(0),
+        epochs_done_max: rs
+            .iter()
+            .map(|r| r.summary.epochs_completed)
+            .max()
+            .unwrap_or(0),
+        epochs_planned: rs
+            .iter()
+            .map(|r| r.summary.epochs_planned)
+            .max()
+            .unwrap_or(0),
+        wall_seconds: Stat::of(rs.iter().map(|r| r.summary.wall_seconds)),
+        images_per_sec: Stat::of(
+            rs.iter()
+                .filter_map(|r| r.summary.mean_train_images_per_sec),
+        ),
         members,
     }
 }

@@ -12,7 +12,7 @@ use crate::data::{self, Split};
 use crate::inference;
 use crate::results;
 
-/// Test images shown with their predictions: the seed's grid of 20.
+/// Test images shown with their predictions: the tutorial's grid of 20.
 pub const SHOWN: usize = 20;
 
 pub struct TestScore {

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 
-use super::Exporter;
+use super::cells::Exporter;
 use crate::report::{Report, Stat};
 
 pub struct Csv;

@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 
-use super::Exporter;
+use super::cells::Exporter;
 use crate::report::Report;
 
 pub struct Json;

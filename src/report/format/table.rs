@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 
-use super::{metric_cells, metric_titles, preamble, titles, Exporter};
+use super::cells::{metric_cells, metric_titles, preamble, titles, Exporter};
 use crate::report::Report;
 
 pub struct Table;
