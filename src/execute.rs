@@ -89,83 +89,15 @@ pub fn run_one(
         .read_summary()
         .ok()
         .filter(|s| s.config_hash == config.result_hash());
-    // A completed run's best checkpoint must be readable to count as done;
-    // training is deterministic, so a damaged one is repaired by training
-    // the run again from scratch: the same bits.
-    let best_file = run_dir.file(results::BEST_FILE);
-    let best_damaged = previous
-        .as_ref()
-        .is_some_and(|s| s.status == Status::Completed && Weights::verify(&best_file).is_err());
-    if best_damaged {
-        eprintln!(
-            "{} is damaged: training the run again from scratch (deterministic: the same bits)",
-            best_file.display()
-        );
-    }
-    let force = policy.force || best_damaged;
-    if !force {
-        match previous.as_ref().map(|s| s.status) {
-            // Completed with fewer epochs than now asked for: continue it.
-            Some(Status::Completed)
-                if previous
-                    .as_ref()
-                    .is_some_and(|s| s.is_finished(config.train.epochs)) =>
-            {
-                return Ok(RunOutcome::AlreadyCompleted)
-            }
-            Some(Status::Failed) if !policy.retry_failed => {
-                let reason = previous.and_then(|s| s.reason).unwrap_or_default();
-                return Ok(RunOutcome::PreviouslyFailed(reason));
-            }
-            _ => {}
-        }
-    }
-    let failed_before = previous
-        .as_ref()
-        .is_some_and(|s| s.status == Status::Failed);
-    let resume = if force || failed_before {
-        None
-    } else {
-        resumable_state(config, run_dir)
+    let resume = match start_from(config, run_dir, previous.as_ref(), policy) {
+        Start::Skip(outcome) => return Ok(outcome),
+        Start::Scratch => None,
+        Start::Resume => resumable_state(config, run_dir),
     };
-    // Rows for the epochs the saved state covers, checked: exactly 1..=k.
-    let rows = match &resume {
-        Some(state) => {
-            let (rows, dropped) =
-                metrics::recover_metrics(&run_dir.file(results::METRICS_FILE), state.epochs_done)?;
-            if dropped > 0 {
-                eprintln!(
-                    "{}: dropped {dropped} damaged or duplicated line(s); rows 1-{} kept",
-                    run_dir.file(results::METRICS_FILE).display(),
-                    state.epochs_done
-                );
-            }
-            rows
-        }
-        None => {
-            for stale in [results::BEST_FILE, results::STATE_FILE] {
-                let _ = std::fs::remove_file(run_dir.file(stale));
-            }
-            Vec::new()
-        }
-    };
-    if let Some(state) = &resume {
-        eprintln!(
-            "resuming {} after epoch {} of {}",
-            run_dir.path.display(),
-            state.epochs_done,
-            config.train.epochs
-        );
-    }
+    let rows = rows_to_keep(config, run_dir, resume.as_ref())?;
     run_dir.write_config(config)?;
-    let mut recorder = Recorder::new(
-        config,
-        run_dir,
-        backend,
-        threads,
-        rows,
-        previous.map(|s| s.started_at),
-    );
+    let started_at = previous.map(|s| s.started_at);
+    let mut recorder = Recorder::new(config, run_dir, backend, threads, rows, started_at);
     if let Some(state) = &resume {
         recorder.summary.best_epoch = state.best_epoch;
         recorder.summary.best_val_acc = state.best_val_acc;
@@ -195,6 +127,79 @@ pub fn run_one(
         Ok(Outcome::Interrupted { .. }) => RunOutcome::Interrupted,
         Err(e) => RunOutcome::Failed(format!("{e:#}")),
     })
+}
+
+/// What to do with a run folder, from what it already holds.
+enum Start {
+    /// Nothing to train: done already, or failed and not retried.
+    Skip(RunOutcome),
+    /// Train from epoch 1.
+    Scratch,
+    /// Continue from the saved state, if it can be trusted.
+    Resume,
+}
+
+fn start_from(
+    config: &RunConfig,
+    run_dir: &RunDir,
+    previous: Option<&Summary>,
+    policy: Policy,
+) -> Start {
+    // A completed run's best checkpoint must be readable to count as done;
+    // training is deterministic, so a damaged one is repaired by training
+    // the run again from scratch: the same bits.
+    let best_file = run_dir.file(results::BEST_FILE);
+    let best_damaged = previous
+        .is_some_and(|s| s.status == Status::Completed && Weights::verify(&best_file).is_err());
+    if best_damaged {
+        eprintln!(
+            "{} is damaged: training the run again from scratch (deterministic: the same bits)",
+            best_file.display()
+        );
+    }
+    if policy.force || best_damaged {
+        return Start::Scratch;
+    }
+    match previous {
+        // Completed with fewer epochs than now asked for: continue it.
+        Some(s) if s.is_finished(config.train.epochs) => Start::Skip(RunOutcome::AlreadyCompleted),
+        Some(s) if s.status == Status::Failed && !policy.retry_failed => Start::Skip(
+            RunOutcome::PreviouslyFailed(s.reason.clone().unwrap_or_default()),
+        ),
+        Some(s) if s.status == Status::Failed => Start::Scratch,
+        _ => Start::Resume,
+    }
+}
+
+/// The rows of metrics.csv that the saved state covers, checked: exactly
+/// epochs 1..=k. Starting from scratch, the old checkpoints go.
+fn rows_to_keep(
+    config: &RunConfig,
+    run_dir: &RunDir,
+    resume: Option<&TrainState>,
+) -> Result<Vec<EpochMetrics>> {
+    let Some(state) = resume else {
+        for stale in [results::BEST_FILE, results::STATE_FILE] {
+            let _ = std::fs::remove_file(run_dir.file(stale));
+        }
+        return Ok(Vec::new());
+    };
+    let path = run_dir.file(results::METRICS_FILE);
+    let (rows, dropped) = metrics::recover_metrics(&path, state.epochs_done)?;
+    if dropped > 0 {
+        eprintln!(
+            "{}: dropped {dropped} damaged or duplicated line(s); rows 1-{} kept",
+            path.display(),
+            state.epochs_done
+        );
+    }
+    eprintln!(
+        "resuming {} after epoch {} of {}",
+        run_dir.path.display(),
+        state.epochs_done,
+        config.train.epochs
+    );
+    Ok(rows)
 }
 
 /// The saved state to resume from, if there is one that can be trusted:

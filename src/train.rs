@@ -113,6 +113,54 @@ fn state(engine: &dyn Engine, epochs_done: usize, best: Option<(usize, f64)>) ->
     }
 }
 
+/// One epoch's training steps: the summed loss and the correct count, or
+/// None when Ctrl-C stopped it (before a batch, so no step is half done).
+fn train_epoch(
+    engine: &mut dyn Engine,
+    config: &RunConfig,
+    data: &Data,
+    epoch: usize,
+    batch_size: usize,
+    observer: &mut dyn Observer,
+    (pixels, labels): &mut (Vec<f32>, Vec<usize>),
+) -> Result<Option<(f64, usize)>> {
+    let t = &config.train;
+    let n = data.train.len();
+    let lr = config.lr_at_epoch(epoch);
+    let batches = n.div_ceil(batch_size);
+    let order = epoch_order(n, t.seed, epoch);
+    let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
+    for (b, idx) in order.chunks(batch_size).enumerate() {
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
+        data.train.gather(idx, pixels, labels);
+        let (l, c) = train_step(engine, std::mem::take(pixels), labels, lr as f32);
+        if !l.is_finite() {
+            bail!(
+                "loss became {l} in epoch {} batch {} ({} too high?)",
+                epoch + 1,
+                b + 1,
+                if t.weight_decay > 0.0 {
+                    format!("lr {lr} or weight_decay {}", t.weight_decay)
+                } else {
+                    format!("lr {lr}")
+                }
+            );
+        }
+        loss_sum += l;
+        correct += c;
+        seen += idx.len();
+        observer.batch_end(
+            b + 1,
+            batches,
+            loss_sum / seen as f64,
+            correct as f64 / seen as f64,
+        );
+    }
+    Ok(Some((loss_sum, correct)))
+}
+
 /// Trains up to `config.train.epochs` epochs, from `resume` if given,
 /// reporting to `observer`.
 pub fn fit(
@@ -132,7 +180,6 @@ pub fn fit(
     }
     // As PyTorch's DataLoader: a batch larger than the split is the split.
     let batch_size = t.batch_size.min(n);
-    let batches = n.div_ceil(batch_size);
     let mut best: Option<(usize, f64)> = None;
     let mut first_epoch = 0;
     if let Some(state) = resume {
@@ -140,40 +187,22 @@ pub fn fit(
         first_epoch = state.epochs_done;
         best = state.best_epoch.zip(state.best_val_acc);
     }
-    let (mut pixels, mut labels) = (Vec::with_capacity(batch_size * PIXELS), Vec::new());
+    let mut buffers = (Vec::with_capacity(batch_size * PIXELS), Vec::new());
     for epoch in first_epoch..t.epochs {
         let lr = config.lr_at_epoch(epoch);
         let started = Instant::now();
-        let order = epoch_order(n, t.seed, epoch);
-        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
-        for (b, idx) in order.chunks(batch_size).enumerate() {
-            if INTERRUPTED.load(Ordering::SeqCst) {
-                return Ok(Outcome::Interrupted { epochs_done: epoch });
-            }
-            data.train.gather(idx, &mut pixels, &mut labels);
-            let (l, c) = train_step(engine, std::mem::take(&mut pixels), &labels, lr as f32);
-            if !l.is_finite() {
-                bail!(
-                    "loss became {l} in epoch {} batch {} ({} too high?)",
-                    epoch + 1,
-                    b + 1,
-                    if t.weight_decay > 0.0 {
-                        format!("lr {lr} or weight_decay {}", t.weight_decay)
-                    } else {
-                        format!("lr {lr}")
-                    }
-                );
-            }
-            loss_sum += l;
-            correct += c;
-            seen += idx.len();
-            observer.batch_end(
-                b + 1,
-                batches,
-                loss_sum / seen as f64,
-                correct as f64 / seen as f64,
-            );
-        }
+        let Some((loss_sum, correct)) = train_epoch(
+            engine,
+            config,
+            data,
+            epoch,
+            batch_size,
+            observer,
+            &mut buffers,
+        )?
+        else {
+            return Ok(Outcome::Interrupted { epochs_done: epoch });
+        };
         let train_seconds = started.elapsed().as_secs_f64();
         let (val_loss, val_acc) = evaluate(engine, data.validation(), t.eval_batch_size);
         if !val_loss.is_finite() {

@@ -12,8 +12,7 @@ use crate::execute::{run_one, Policy, RunOutcome};
 use crate::report::{self, live};
 use crate::results::Status;
 use crate::sweep::grid::Grid;
-use crate::sweep::halving;
-use crate::sweep::search::Halving;
+use crate::sweep::schedule::{self, finished_at, Decision, Schedule};
 use crate::sweep::shard::Shard;
 use crate::sweep::{self, Plan, PlannedRun, PointStatus};
 use crate::train::INTERRUPTED;
@@ -52,22 +51,10 @@ pub fn execute(args: &SweepArgs) -> Result<i32> {
         );
         println!("# numbered as --shard I/N counts: run k belongs to shard k mod N");
         print_collapsed(&plan);
-        if let (Some(h), Some(first)) = (&grid.halving, runs.first()) {
-            let epochs = first.config.train.epochs;
-            h.check(epochs)?;
-            let (rungs, spent, full) = halving::budget(runs.len(), epochs, h);
-            let rungs: Vec<String> = rungs
-                .iter()
-                .enumerate()
-                .map(|(i, (e, n))| format!("rung {}: {n} runs to {e} epochs", i + 1))
-                .collect();
-            println!(
-                "# successive halving (eta {}, by {}): {}; {spent} epochs in all, {:.0}% of the full grid's {full}",
-                h.eta,
-                h.metric,
-                rungs.join(", "),
-                100.0 * spent as f64 / full.max(1) as f64
-            );
+        let schedule = schedule::for_grid(&grid);
+        schedule.check(runs)?;
+        if let Some(outline) = schedule.outline(runs) {
+            println!("# {outline}");
         }
         let width = mine.iter().map(|r| r.run_id().len()).max().unwrap_or(0);
         for r in &mine {
@@ -99,7 +86,7 @@ pub fn execute(args: &SweepArgs) -> Result<i32> {
 }
 
 /// Trains this process's share of the sweep: through worker processes,
-/// rung by rung (halving), or point after point.
+/// or in this process as the grid's schedule says.
 fn train(
     args: &SweepArgs,
     grid: &Grid,
@@ -116,22 +103,169 @@ fn train(
         retry_failed: args.retry_failed,
     };
     let threads = super::init_threads(mine.first().map_or(0, |r| r.config.train.threads));
-    let mut worker = Worker {
+    let mut trainer = Sequential {
         policy,
         threads,
         datasets: HashMap::new(),
         trained_seconds: Vec::new(),
         failed_early: 0,
     };
+    let schedule = schedule::for_grid(grid);
+    drive(
+        args,
+        grid,
+        plan,
+        shard,
+        schedule.as_ref(),
+        &mut trainer,
+        slice,
+    )
+}
+
+/// Asks the schedule what to train, trains this process's share (for a
+/// stage with a barrier: then what nobody trains, then waits for the
+/// rest), and asks again, until the last stage is done.
+fn drive(
+    args: &SweepArgs,
+    grid: &Grid,
+    plan: &Plan,
+    shard: Shard,
+    schedule: &dyn Schedule,
+    trainer: &mut Sequential,
+    slice: &str,
+) -> Result<i32> {
+    schedule.check(&plan.runs)?;
     let started = Instant::now();
-    if let Some(halving) = &grid.halving {
-        return run_halving(args, grid, plan, shard, halving, &mut worker);
-    }
-    announce(grid, mine, slice, args.retry_failed);
-    if let Some(code) = worker.train_all(mine, grid, plan, &args.results_dir) {
-        return Ok(code);
+    let (mut stage, mut waited) = (None, false);
+    loop {
+        let decision = schedule.next(&plan.runs)?;
+        for &(k, at) in &decision.halted {
+            mark_halted(&plan.runs[k], at);
+        }
+        if stage != Some(decision.stage) {
+            if let Some(header) = &decision.header {
+                println!("{header}");
+            }
+            (stage, waited) = (Some(decision.stage), false);
+        }
+        // After a wait, what this process finished needs no second word.
+        let mine: Vec<&PlannedRun> = decision
+            .runs
+            .iter()
+            .enumerate()
+            .filter(|(j, r)| shard.owns(*j) && !(waited && finished_at(r, r.config.train.epochs)))
+            .map(|(_, r)| r)
+            .collect();
+        if !decision.barrier {
+            announce(grid, &mine, slice, args.retry_failed);
+        }
+        if let Some(code) = trainer.train_all(&mine, grid, plan, &args.results_dir) {
+            return Ok(code);
+        }
+        if !decision.barrier {
+            write_record(grid, plan, &args.results_dir);
+            return Ok(finish_without_barrier(grid, &mine, slice, started, trainer));
+        }
+        match finish_stage(args, &decision, grid, plan, trainer, waited)? {
+            StageEnd::Done if decision.last => break,
+            StageEnd::Done => {}
+            StageEnd::Waited => waited = true,
+            StageEnd::Exit(code) => return Ok(code),
+        }
     }
     write_record(grid, plan, &args.results_dir);
+    if let Some((k, score)) = schedule.best(&plan.runs)? {
+        let id = plan.runs[k].run_id();
+        println!("{}: halving done; best {score}: {id}", grid.name);
+    }
+    Ok(if trainer.failed_early > 0 {
+        exit::FAILURE
+    } else {
+        exit::SUCCESS
+    })
+}
+
+/// How a stage with a barrier stands once this process's share is done.
+enum StageEnd {
+    /// Every run of it is finished: decide again.
+    Done,
+    /// Others are still training some: decide again (a second later).
+    Waited,
+    /// Exit with this code (`--no-wait`, Ctrl-C).
+    Exit(i32),
+}
+
+/// Trains the stage's unfinished runs that nobody is training (a peer that
+/// died or has not started: the lock keeps them from being trained
+/// twice), then says what is left and waits a second for it.
+fn finish_stage(
+    args: &SweepArgs,
+    decision: &Decision,
+    grid: &Grid,
+    plan: &Plan,
+    trainer: &mut Sequential,
+    waited: bool,
+) -> Result<StageEnd> {
+    let runs = &decision.runs;
+    let unfinished = || -> Vec<&PlannedRun> {
+        runs.iter()
+            .filter(|r| !finished_at(r, r.config.train.epochs))
+            .collect()
+    };
+    let free: Vec<&PlannedRun> = unfinished().into_iter().filter(|r| !is_locked(r)).collect();
+    if !free.is_empty() {
+        if let Some(code) = trainer.train_all(&free, grid, plan, &args.results_dir) {
+            return Ok(StageEnd::Exit(code));
+        }
+    }
+    let left = unfinished();
+    if left.is_empty() {
+        return Ok(StageEnd::Done);
+    }
+    let ids = || {
+        left.iter()
+            .map(|r| r.run_id())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let stage = decision.stage + 1;
+    if left.iter().all(|r| !is_locked(r)) {
+        anyhow::bail!(
+            "{} run(s) of rung {stage} could not be trained (see above), so halving cannot go on: {}",
+            left.len(),
+            ids()
+        );
+    }
+    if args.no_wait {
+        println!(
+            "rung {stage} waits for {} run(s) that other processes are training; exiting with {} (--no-wait)",
+            left.len(),
+            exit::WAIT
+        );
+        return Ok(StageEnd::Exit(exit::WAIT));
+    }
+    if !waited {
+        println!(
+            "waiting for {} run(s) of rung {stage} that other processes are training: {}",
+            left.len(),
+            ids()
+        );
+    }
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        return Ok(StageEnd::Exit(exit::INTERRUPTED));
+    }
+    Ok(StageEnd::Waited)
+}
+
+/// The closing line of a sweep without stages: how its runs stand.
+fn finish_without_barrier(
+    grid: &Grid,
+    mine: &[&PlannedRun],
+    slice: &str,
+    started: Instant,
+    trainer: &Sequential,
+) -> i32 {
     let mut counts: HashMap<PointStatus, usize> = HashMap::new();
     for r in mine {
         *counts.entry(r.status()).or_default() += 1;
@@ -146,21 +280,22 @@ fn train(
         parts.join(", "),
         human::duration(started.elapsed().as_secs_f64())
     );
-    if worker.failed_early > 0 {
+    if trainer.failed_early > 0 {
         println!(
             "{} point(s) failed before training (above)",
-            worker.failed_early
+            trainer.failed_early
         );
     }
-    Ok(if failed + worker.failed_early > 0 {
+    if failed + trainer.failed_early > 0 {
         exit::FAILURE
     } else {
         exit::SUCCESS
-    })
+    }
 }
 
-/// Trains runs one after another in this process.
-struct Worker {
+/// Trains runs one after another in this process (the `--jobs` workers
+/// are processes, each running one of these).
+struct Sequential {
     policy: Policy,
     threads: usize,
     /// Loaded once per distinct data config.
@@ -170,7 +305,7 @@ struct Worker {
     failed_early: usize,
 }
 
-impl Worker {
+impl Sequential {
     /// Trains each run in turn, saying what it does; Some(exit code) when
     /// the user interrupted.
     fn train_all(
@@ -250,145 +385,6 @@ impl Worker {
         }
         None
     }
-}
-
-/// Successive halving: train this process's share of the current rung,
-/// then whatever of it nobody else is training, then wait for the rest;
-/// promotions follow from the finished runs alone (see `sweep::halving`).
-fn run_halving(
-    args: &SweepArgs,
-    grid: &Grid,
-    plan: &Plan,
-    shard: Shard,
-    halving: &Halving,
-    worker: &mut Worker,
-) -> Result<i32> {
-    let epochs = plan.runs.first().map_or(1, |r| r.config.train.epochs);
-    halving.check(epochs)?;
-    let mut waiting_said = false;
-    let mut last_rung = None;
-    loop {
-        let pos = halving::position(&plan.runs, epochs, halving)?;
-        for &(k, rung) in &pos.halted {
-            mark_halted(&plan.runs[k], rung);
-        }
-        let rung_runs: Vec<PlannedRun> = pos
-            .members
-            .iter()
-            .map(|&k| with_budget(&plan.runs[k], pos.budget))
-            .collect();
-        if last_rung != Some(pos.rung) {
-            println!(
-                "rung {} of {}: {} runs at {} epochs",
-                pos.rung + 1,
-                halving.rungs(epochs).len(),
-                rung_runs.len(),
-                pos.budget
-            );
-            last_rung = Some(pos.rung);
-        }
-        let mine: Vec<&PlannedRun> = rung_runs
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| shard.owns(*j))
-            .map(|(_, r)| r)
-            .collect();
-        let unfinished = |runs: &[PlannedRun]| -> Vec<usize> {
-            (0..runs.len())
-                .filter(|&j| {
-                    halving::standing(&runs[j], pos.budget, halving.metric)
-                        == halving::Standing::Unfinished
-                })
-                .collect()
-        };
-        if let Some(code) = worker.train_all(&mine, grid, plan, &args.results_dir) {
-            return Ok(code);
-        }
-        // Then any run of the rung that nobody is training (a peer that died
-        // or has not started): the lock keeps it from being trained twice.
-        let free: Vec<&PlannedRun> = unfinished(&rung_runs)
-            .into_iter()
-            .map(|j| &rung_runs[j])
-            .filter(|r| !is_locked(r))
-            .collect();
-        if !free.is_empty() {
-            if let Some(code) = worker.train_all(&free, grid, plan, &args.results_dir) {
-                return Ok(code);
-            }
-        }
-        let left = unfinished(&rung_runs);
-        if left.is_empty() {
-            if pos.rung + 1 == halving.rungs(epochs).len() {
-                break;
-            }
-            waiting_said = false;
-            continue;
-        }
-        if left.iter().all(|&j| !is_locked(&rung_runs[j])) {
-            anyhow::bail!(
-                "{} run(s) of rung {} could not be trained (see above), so halving cannot go on: {}",
-                left.len(),
-                pos.rung + 1,
-                left.iter().map(|&j| rung_runs[j].run_id()).collect::<Vec<_>>().join(", ")
-            );
-        }
-        if args.no_wait {
-            println!(
-                "rung {} waits for {} run(s) that other processes are training; exiting with {} (--no-wait)",
-                pos.rung + 1,
-                left.len(),
-                exit::WAIT
-            );
-            return Ok(exit::WAIT);
-        }
-        if !waiting_said {
-            println!(
-                "waiting for {} run(s) of rung {} that other processes are training: {}",
-                left.len(),
-                pos.rung + 1,
-                left.iter()
-                    .map(|&j| rung_runs[j].run_id())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            waiting_said = true;
-        }
-        std::thread::sleep(std::time::Duration::from_secs(1));
-        if INTERRUPTED.load(Ordering::SeqCst) {
-            return Ok(exit::INTERRUPTED);
-        }
-    }
-    write_record(grid, plan, &args.results_dir);
-    let final_pos = halving::position(&plan.runs, epochs, halving)?;
-    let best = final_pos
-        .members
-        .iter()
-        .map(|&k| (k, halving::standing(&plan.runs[k], epochs, halving.metric)))
-        .filter_map(|(k, s)| match s {
-            halving::Standing::Finished(v) => Some((k, v)),
-            halving::Standing::Unfinished => None,
-        })
-        .min_by(|a, b| halving.metric.best_first(a.1, b.1));
-    if let Some((k, v)) = best {
-        println!(
-            "{}: halving done; best {} {v:.4}: {}",
-            grid.name,
-            halving.metric,
-            plan.runs[k].run_id()
-        );
-    }
-    Ok(if worker.failed_early > 0 {
-        exit::FAILURE
-    } else {
-        exit::SUCCESS
-    })
-}
-
-/// The run with `budget` epochs (epochs are a budget: same identity).
-fn with_budget(run: &PlannedRun, budget: usize) -> PlannedRun {
-    let mut run = run.clone();
-    run.config.train.epochs = budget;
-    run
 }
 
 /// Whether another process holds the run's lock now.

@@ -292,23 +292,7 @@ impl Report {
                 .iter()
                 .all(|(k, v)| value_of(r, k).is_some_and(|x| matches(&x, v)))
         });
-        // Which parameters differ among the runs shown.
-        let mut distinct: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for run in &runs {
-            for (k, v) in &run.params {
-                distinct.entry(k.clone()).or_default().insert(v.clone());
-            }
-        }
-        let columns: Vec<String> = distinct
-            .iter()
-            .filter(|(k, values)| values.len() > 1 && !hidden(k))
-            .map(|(k, _)| k.clone())
-            .collect();
-        let common: BTreeMap<String, String> = distinct
-            .iter()
-            .filter(|(k, values)| values.len() == 1 && !hidden(k))
-            .map(|(k, v)| (k.clone(), v.iter().next().cloned().unwrap_or_default()))
-            .collect();
+        let (columns, common) = columns_and_common(&runs);
         let group_by = match &options.group_by {
             Some(keys) if keys.is_empty() => None,
             Some(keys) => {
@@ -327,25 +311,7 @@ impl Report {
                     .collect(),
             ),
         };
-        let mut rows = match &group_by {
-            None => (0..runs.len())
-                .map(|i| row(&runs, vec![i], &columns))
-                .collect(),
-            Some(keys) => {
-                let mut groups: BTreeMap<Vec<String>, Vec<usize>> = BTreeMap::new();
-                for (i, run) in runs.iter().enumerate() {
-                    let key: Vec<String> = keys
-                        .iter()
-                        .map(|k| run.params.get(k).cloned().unwrap_or_default())
-                        .collect();
-                    groups.entry(key).or_default().push(i);
-                }
-                groups
-                    .into_values()
-                    .map(|members| row(&runs, members, keys))
-                    .collect::<Vec<Row>>()
-            }
-        };
+        let mut rows = rows_of(&runs, group_by.as_deref(), &columns);
         sort_rows(&mut rows, options.sort.as_deref())?;
         if let Some(top) = options.top {
             rows.truncate(top);
@@ -382,6 +348,49 @@ impl Report {
                     .total_cmp(&b.summary.best_val_acc.unwrap_or(f64::MIN))
             })
     }
+}
+
+/// The keys whose values differ among `runs` (the columns), and those
+/// with one value (the common settings), leaving out the hidden ones.
+fn columns_and_common(runs: &[RunRecord]) -> (Vec<String>, BTreeMap<String, String>) {
+    let mut distinct: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for run in runs {
+        for (k, v) in &run.params {
+            distinct.entry(k.clone()).or_default().insert(v.clone());
+        }
+    }
+    let columns = distinct
+        .iter()
+        .filter(|(k, values)| values.len() > 1 && !hidden(k))
+        .map(|(k, _)| k.clone())
+        .collect();
+    let common = distinct
+        .iter()
+        .filter(|(k, values)| values.len() == 1 && !hidden(k))
+        .map(|(k, v)| (k.clone(), v.iter().next().cloned().unwrap_or_default()))
+        .collect();
+    (columns, common)
+}
+
+/// One row per run, or per group of runs sharing the `group_by` values.
+fn rows_of(runs: &[RunRecord], group_by: Option<&[String]>, columns: &[String]) -> Vec<Row> {
+    let Some(keys) = group_by else {
+        return (0..runs.len())
+            .map(|i| row(runs, vec![i], columns))
+            .collect();
+    };
+    let mut groups: BTreeMap<Vec<String>, Vec<usize>> = BTreeMap::new();
+    for (i, run) in runs.iter().enumerate() {
+        let key: Vec<String> = keys
+            .iter()
+            .map(|k| run.params.get(k).cloned().unwrap_or_default())
+            .collect();
+        groups.entry(key).or_default().push(i);
+    }
+    groups
+        .into_values()
+        .map(|members| row(runs, members, keys))
+        .collect()
 }
 
 pub(crate) fn row(runs: &[RunRecord], members: Vec<usize>, columns: &[String]) -> Row {

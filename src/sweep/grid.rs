@@ -255,50 +255,12 @@ fn expand_range(range: &toml::Table) -> Result<Vec<toml::Value>> {
     }
     let values: Vec<f64> = match (range.get("num"), number(range, "step")?) {
         (Some(_), Some(_)) => bail!("give either num or step, not both"),
-        (Some(num), None) => {
-            let Some(num) = num.as_integer().filter(|n| *n >= 1) else {
-                bail!("range `num` must be a whole number >= 1");
-            };
-            if num as u64 > MAX_POINTS as u64 {
-                bail!("range `num` = {num} is more than {MAX_POINTS} values");
-            }
-            let n = num as usize;
-            if log && (start <= 0.0 || stop <= 0.0) {
-                bail!("a log range needs start and stop > 0");
-            }
-            (0..n)
-                .map(|i| {
-                    let t = if n == 1 {
-                        0.0
-                    } else {
-                        i as f64 / (n - 1) as f64
-                    };
-                    if log {
-                        (start.ln() + t * (stop.ln() - start.ln())).exp()
-                    } else {
-                        start + t * (stop - start)
-                    }
-                })
-                .collect()
-        }
+        (Some(num), None) => spaced(start, stop, num, log)?,
         (None, Some(step)) => {
             if log {
                 bail!("log = true goes with num, not step");
             }
-            if step == 0.0 || (stop - start) * step < 0.0 {
-                bail!("step {step} never gets from {start} to {stop}");
-            }
-            let count = ((stop - start) / step + 1e-9).floor() + 1.0;
-            // NaN counts too: compared with partial_cmp, it is not Less or Equal.
-            if count
-                .partial_cmp(&(MAX_POINTS as f64))
-                .is_none_or(|o| o.is_gt())
-            {
-                bail!("the range has {count:e} values, more than {MAX_POINTS}");
-            }
-            (0..count as usize)
-                .map(|i| start + i as f64 * step)
-                .collect()
+            stepped(start, stop, step)?
         }
         (None, None) => bail!("a range needs num (how many values) or step"),
     };
@@ -313,6 +275,52 @@ fn expand_range(range: &toml::Table) -> Result<Vec<toml::Value>> {
                 toml::Value::Float(format!("{v:.12e}").parse().expect("formatted float parses"))
             }
         })
+        .collect())
+}
+
+/// `num` values from start to stop inclusive, linear or log spaced.
+fn spaced(start: f64, stop: f64, num: &toml::Value, log: bool) -> Result<Vec<f64>> {
+    let Some(num) = num.as_integer().filter(|n| *n >= 1) else {
+        bail!("range `num` must be a whole number >= 1");
+    };
+    if num as u64 > MAX_POINTS as u64 {
+        bail!("range `num` = {num} is more than {MAX_POINTS} values");
+    }
+    let n = num as usize;
+    if log && (start <= 0.0 || stop <= 0.0) {
+        bail!("a log range needs start and stop > 0");
+    }
+    Ok((0..n)
+        .map(|i| {
+            let t = if n == 1 {
+                0.0
+            } else {
+                i as f64 / (n - 1) as f64
+            };
+            if log {
+                (start.ln() + t * (stop.ln() - start.ln())).exp()
+            } else {
+                start + t * (stop - start)
+            }
+        })
+        .collect())
+}
+
+/// start, start+step, ... up to stop (inclusive, with float slack).
+fn stepped(start: f64, stop: f64, step: f64) -> Result<Vec<f64>> {
+    if step == 0.0 || (stop - start) * step < 0.0 {
+        bail!("step {step} never gets from {start} to {stop}");
+    }
+    let count = ((stop - start) / step + 1e-9).floor() + 1.0;
+    // NaN counts too: compared with partial_cmp, it is not Less or Equal.
+    if count
+        .partial_cmp(&(MAX_POINTS as f64))
+        .is_none_or(|o| o.is_gt())
+    {
+        bail!("the range has {count:e} values, more than {MAX_POINTS}");
+    }
+    Ok((0..count as usize)
+        .map(|i| start + i as f64 * step)
         .collect())
 }
 
@@ -408,93 +416,12 @@ impl Grid {
     pub fn load(file: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(file)
             .with_context(|| format!("reading grid file {}", file.display()))?;
-        if let Ok(table) = text.parse::<toml::Table>() {
-            let is_spec = config::RunConfig::keys()
-                .any(|k| table.get(k.section()).is_some_and(toml::Value::is_table));
-            if is_spec && !grid_only_keys().any(|k| table.contains_key(k)) {
-                bail!(
-                    "{} is a run spec, not a grid: run it with `runner run {}`, or sweep it \
-                     from a grid file that says `base = \"{}\"` and has a [sweep] table",
-                    file.display(),
-                    file.display(),
-                    file.display()
-                );
-            }
-        }
+        refuse_spec_as_grid(file, &text)?;
         let parsed: GridFile = toml::from_str(&text)
             .map_err(|e| anyhow::anyhow!("{}: {}", file.display(), e.to_string().trim_end()))?;
         let known = known_keys();
-        let base = parsed
-            .base
-            .map(|b| file.parent().unwrap_or(Path::new(".")).join(b));
-        if let Some(base) = &base {
-            if base.is_file() {
-                refuse_grid_as_spec(base)?;
-            } else {
-                return Err(at(
-                    file,
-                    &["base"],
-                    if base.exists() {
-                        format!("base spec {} is not a file", base.display())
-                    } else {
-                        format!("base spec {} does not exist", base.display())
-                    },
-                ));
-            }
-        }
-        // Axes: each [sweep] key alone, each [[zip]] group together.
-        let mut axes: Vec<Axis> = Vec::new();
-        let mut sampled: Vec<(String, Distribution)> = Vec::new();
-        for (key, value) in &parsed.sweep {
-            check_key(file, "sweep", key, &known)?;
-            if let Some(dist) = value.as_table().and_then(Distribution::parse) {
-                let dist =
-                    dist.map_err(|e| at(file, &["sweep", key], format!("[sweep] `{key}`: {e}")))?;
-                sampled.push((key.clone(), dist));
-                continue;
-            }
-            let values = values_of(file, "sweep", key, value)?;
-            axes.push((
-                vec![key.clone()],
-                values.into_iter().map(|v| vec![v]).collect(),
-            ));
-        }
-        for (g, group) in parsed.zip.iter().enumerate() {
-            let mut columns = Vec::new();
-            for (key, value) in group {
-                check_key(file, "zip", key, &known)?;
-                if parsed.sweep.contains_key(key) {
-                    bail!(
-                        "{}: `{key}` is both in [sweep] and in [[zip]] number {}",
-                        file.display(),
-                        g + 1
-                    );
-                }
-                columns.push((key.clone(), values_of(file, "zip", key, value)?));
-            }
-            if columns.is_empty() {
-                bail!("{}: [[zip]] number {} is empty", file.display(), g + 1);
-            }
-            let len = columns[0].1.len();
-            if let Some((key, values)) = columns.iter().find(|(_, v)| v.len() != len) {
-                bail!(
-                    "{}: [[zip]] number {}: `{}` has {} values but `{key}` has {}; zipped lists must have equal lengths",
-                    file.display(),
-                    g + 1,
-                    columns[0].0,
-                    len,
-                    values.len()
-                );
-            }
-            let keys = columns.iter().map(|(k, _)| k.clone()).collect();
-            let rows = (0..len)
-                .map(|i| columns.iter().map(|(_, v)| v[i].clone()).collect())
-                .collect();
-            axes.push((keys, rows));
-        }
-        if let Some(axis) = sampled_axis(file, parsed.search.as_ref(), &sampled)? {
-            axes.push(axis);
-        }
+        let base = base_of(file, parsed.base.as_deref())?;
+        let axes = axes_of(file, &parsed, &known)?;
         for (what, entries) in [("exclude", &parsed.exclude), ("include", &parsed.include)] {
             for entry in entries {
                 for key in entry.keys() {
@@ -502,31 +429,7 @@ impl Grid {
                 }
             }
         }
-        let sizes: Vec<usize> = axes.iter().map(|(_, rows)| rows.len()).collect();
-        let total = sizes.iter().try_fold(1usize, |n, &k| n.checked_mul(k));
-        if total.is_none_or(|t| t > MAX_POINTS) {
-            let sizes: Vec<String> = axes
-                .iter()
-                .map(|(keys, rows)| format!("{} ({})", keys.join("+"), rows.len()))
-                .collect();
-            bail!(
-                "{}: the grid has more than {MAX_POINTS} points: {}",
-                file.display(),
-                sizes.join(" x ")
-            );
-        }
-        let mut points = vec![Point { values: Vec::new() }];
-        for (keys, rows) in &axes {
-            let mut next = Vec::with_capacity(points.len() * rows.len());
-            for point in &points {
-                for row in rows {
-                    let mut values = point.values.clone();
-                    values.extend(keys.iter().cloned().zip(row.iter().cloned()));
-                    next.push(Point { values });
-                }
-            }
-            points = next;
-        }
+        let mut points = expand(file, &axes)?;
         points.retain(|p| {
             !parsed.exclude.iter().any(|ex| {
                 ex.iter()
@@ -541,27 +444,169 @@ impl Grid {
                 points.push(point);
             }
         }
-        let name = parsed
-            .name
-            .or_else(|| file.file_stem().map(|s| s.to_string_lossy().into_owned()))
-            .unwrap_or_else(|| "sweep".into());
-        // The name is a folder under the results folder: one plain component.
-        let probe = config::RunConfig {
-            name: name.clone(),
-            ..Default::default()
-        };
-        if let Some((_, problem)) = probe.problems().into_iter().find(|(k, _)| *k == "name") {
-            return Err(at(file, &["name"], format!("`name` {problem}")));
-        }
         Ok(Grid {
             file: file.to_path_buf(),
-            name,
+            name: name_of(file, parsed.name)?,
             base,
             spec: parsed.spec,
             points,
             halving: parsed.search.and_then(|s| s.halving),
         })
     }
+}
+
+/// Fails when the file given as a grid is a run spec.
+fn refuse_spec_as_grid(file: &Path, text: &str) -> Result<()> {
+    let Ok(table) = text.parse::<toml::Table>() else {
+        return Ok(()); // the grid parser says what is wrong
+    };
+    let is_spec = config::RunConfig::keys()
+        .any(|k| table.get(k.section()).is_some_and(toml::Value::is_table));
+    if is_spec && !grid_only_keys().any(|k| table.contains_key(k)) {
+        bail!(
+            "{} is a run spec, not a grid: run it with `runner run {}`, or sweep it \
+             from a grid file that says `base = \"{}\"` and has a [sweep] table",
+            file.display(),
+            file.display(),
+            file.display()
+        );
+    }
+    Ok(())
+}
+
+/// The base spec, relative to the grid file, checked to be a spec.
+fn base_of(file: &Path, base: Option<&Path>) -> Result<Option<PathBuf>> {
+    let Some(base) = base.map(|b| file.parent().unwrap_or(Path::new(".")).join(b)) else {
+        return Ok(None);
+    };
+    if base.is_file() {
+        refuse_grid_as_spec(&base)?;
+        return Ok(Some(base));
+    }
+    Err(at(
+        file,
+        &["base"],
+        if base.exists() {
+            format!("base spec {} is not a file", base.display())
+        } else {
+            format!("base spec {} does not exist", base.display())
+        },
+    ))
+}
+
+/// The grid's axes: each [sweep] key alone, each [[zip]] group together,
+/// then the random samples' axis.
+fn axes_of(file: &Path, parsed: &GridFile, known: &[String]) -> Result<Vec<Axis>> {
+    let mut axes: Vec<Axis> = Vec::new();
+    let mut sampled: Vec<(String, Distribution)> = Vec::new();
+    for (key, value) in &parsed.sweep {
+        check_key(file, "sweep", key, known)?;
+        if let Some(dist) = value.as_table().and_then(Distribution::parse) {
+            let dist =
+                dist.map_err(|e| at(file, &["sweep", key], format!("[sweep] `{key}`: {e}")))?;
+            sampled.push((key.clone(), dist));
+            continue;
+        }
+        let values = values_of(file, "sweep", key, value)?;
+        axes.push((
+            vec![key.clone()],
+            values.into_iter().map(|v| vec![v]).collect(),
+        ));
+    }
+    for (g, group) in parsed.zip.iter().enumerate() {
+        axes.push(zip_axis(file, parsed, g, group, known)?);
+    }
+    if let Some(axis) = sampled_axis(file, parsed.search.as_ref(), &sampled)? {
+        axes.push(axis);
+    }
+    Ok(axes)
+}
+
+/// [[zip]] number `g + 1`: keys that vary together, one axis.
+fn zip_axis(
+    file: &Path,
+    parsed: &GridFile,
+    g: usize,
+    group: &toml::Table,
+    known: &[String],
+) -> Result<Axis> {
+    let mut columns = Vec::new();
+    for (key, value) in group {
+        check_key(file, "zip", key, known)?;
+        if parsed.sweep.contains_key(key) {
+            bail!(
+                "{}: `{key}` is both in [sweep] and in [[zip]] number {}",
+                file.display(),
+                g + 1
+            );
+        }
+        columns.push((key.clone(), values_of(file, "zip", key, value)?));
+    }
+    if columns.is_empty() {
+        bail!("{}: [[zip]] number {} is empty", file.display(), g + 1);
+    }
+    let len = columns[0].1.len();
+    if let Some((key, values)) = columns.iter().find(|(_, v)| v.len() != len) {
+        bail!(
+            "{}: [[zip]] number {}: `{}` has {} values but `{key}` has {}; zipped lists must have equal lengths",
+            file.display(),
+            g + 1,
+            columns[0].0,
+            len,
+            values.len()
+        );
+    }
+    let keys = columns.iter().map(|(k, _)| k.clone()).collect();
+    let rows = (0..len)
+        .map(|i| columns.iter().map(|(_, v)| v[i].clone()).collect())
+        .collect();
+    Ok((keys, rows))
+}
+
+/// The product of the axes, the first axis slowest.
+fn expand(file: &Path, axes: &[Axis]) -> Result<Vec<Point>> {
+    let sizes: Vec<usize> = axes.iter().map(|(_, rows)| rows.len()).collect();
+    let total = sizes.iter().try_fold(1usize, |n, &k| n.checked_mul(k));
+    if total.is_none_or(|t| t > MAX_POINTS) {
+        let sizes: Vec<String> = axes
+            .iter()
+            .map(|(keys, rows)| format!("{} ({})", keys.join("+"), rows.len()))
+            .collect();
+        bail!(
+            "{}: the grid has more than {MAX_POINTS} points: {}",
+            file.display(),
+            sizes.join(" x ")
+        );
+    }
+    let mut points = vec![Point { values: Vec::new() }];
+    for (keys, rows) in axes {
+        let mut next = Vec::with_capacity(points.len() * rows.len());
+        for point in &points {
+            for row in rows {
+                let mut values = point.values.clone();
+                values.extend(keys.iter().cloned().zip(row.iter().cloned()));
+                next.push(Point { values });
+            }
+        }
+        points = next;
+    }
+    Ok(points)
+}
+
+/// The sweep's name: as written, else the file's stem. It is a folder
+/// under the results folder: one plain component.
+fn name_of(file: &Path, name: Option<String>) -> Result<String> {
+    let name = name
+        .or_else(|| file.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "sweep".into());
+    let probe = config::RunConfig {
+        name: name.clone(),
+        ..Default::default()
+    };
+    if let Some((_, problem)) = probe.problems().into_iter().find(|(k, _)| *k == "name") {
+        return Err(at(file, &["name"], format!("`name` {problem}")));
+    }
+    Ok(name)
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //! records the grid and each point's status.
 
 pub mod grid;
-pub mod halving;
+pub mod schedule;
 pub mod search;
 pub mod shard;
 

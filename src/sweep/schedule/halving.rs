@@ -7,9 +7,78 @@
 
 use anyhow::Result;
 
-use super::search::{Halving, Metric};
-use super::PlannedRun;
+use super::{finished_at, with_budget, Decision, Schedule};
 use crate::results::{self, Status};
+use crate::sweep::search::{Halving, Metric};
+use crate::sweep::PlannedRun;
+
+/// `[search] halving = { ... }` as a schedule: one stage per rung.
+pub struct SuccessiveHalving(pub Halving);
+
+/// Every run of a sweep has the same budget, `train.epochs`: the last rung.
+fn epochs_of(runs: &[PlannedRun]) -> usize {
+    runs.first().map_or(1, |r| r.config.train.epochs)
+}
+
+impl Schedule for SuccessiveHalving {
+    fn check(&self, runs: &[PlannedRun]) -> Result<()> {
+        self.0.check(epochs_of(runs))
+    }
+
+    fn outline(&self, runs: &[PlannedRun]) -> Option<String> {
+        let h = &self.0;
+        let (rungs, spent, full) = budget(runs.len(), epochs_of(runs), h);
+        let rungs: Vec<String> = rungs
+            .iter()
+            .enumerate()
+            .map(|(i, (e, n))| format!("rung {}: {n} runs to {e} epochs", i + 1))
+            .collect();
+        Some(format!(
+            "successive halving (eta {}, by {}): {}; {spent} epochs in all, {:.0}% of the full grid's {full}",
+            h.eta,
+            h.metric,
+            rungs.join(", "),
+            100.0 * spent as f64 / full.max(1) as f64
+        ))
+    }
+
+    fn next(&self, runs: &[PlannedRun]) -> Result<Decision> {
+        let epochs = epochs_of(runs);
+        let rungs = self.0.rungs(epochs).len();
+        let pos = position(runs, epochs, &self.0)?;
+        Ok(Decision {
+            stage: pos.rung,
+            header: Some(format!(
+                "rung {} of {rungs}: {} runs at {} epochs",
+                pos.rung + 1,
+                pos.members.len(),
+                pos.budget
+            )),
+            runs: pos
+                .members
+                .iter()
+                .map(|&k| with_budget(&runs[k], pos.budget))
+                .collect(),
+            barrier: true,
+            last: pos.rung + 1 == rungs,
+            halted: pos.halted,
+        })
+    }
+
+    fn best(&self, runs: &[PlannedRun]) -> Result<Option<(usize, String)>> {
+        let (epochs, metric) = (epochs_of(runs), self.0.metric);
+        let last = position(runs, epochs, &self.0)?;
+        Ok(last
+            .members
+            .iter()
+            .filter_map(|&k| match standing(&runs[k], epochs, metric) {
+                Standing::Finished(v) => Some((k, v)),
+                Standing::Unfinished => None,
+            })
+            .min_by(|a, b| metric.best_first(a.1, b.1))
+            .map(|(k, v)| (k, format!("{metric} {v:.4}"))))
+    }
+}
 
 /// Where one run stands against a rung's epoch budget.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -23,22 +92,16 @@ pub enum Standing {
 
 /// How `run` stands at `budget` epochs, from its folder.
 pub fn standing(run: &PlannedRun, budget: usize, metric: Metric) -> Standing {
-    let Ok(summary) = run.run_dir.read_summary() else {
-        return Standing::Unfinished;
-    };
-    if summary.config_hash != run.config.result_hash() {
+    if !finished_at(run, budget) {
         return Standing::Unfinished;
     }
     let worst = metric.worst();
-    let done = match summary.status {
-        Status::Failed => return Standing::Finished(worst),
-        Status::Completed => {
-            summary.epochs_completed >= budget || summary.stopped_early_at.is_some()
-        }
-        _ => false,
-    };
-    if !done {
-        return Standing::Unfinished;
+    let failed = run
+        .run_dir
+        .read_summary()
+        .is_ok_and(|s| s.status == Status::Failed);
+    if failed {
+        return Standing::Finished(worst);
     }
     let rows =
         crate::metrics::read_metrics(&run.run_dir.file(results::METRICS_FILE)).unwrap_or_default();
