@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Fits the polynomial of runner's vectorised exp (src/model/activation.rs).
+"""Fits the polynomial of runner's vectorised exp (src/kernels/activation.rs).
 
 e^r = 1 + r + r^2 P(r) for |r| <= ln 2 / 2, P of degree 4, chosen for the
 least maximum relative error of e^r: weighted least squares on Chebyshev

@@ -211,9 +211,7 @@ pub struct ReportArgs {
     /// Output format on stdout.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
-    /// Sort by best_val_acc (default), final_val_acc, best_epoch, epochs, wall_seconds,
-    /// images_per_sec (largest first), or a shown column such as train.lr (ascending).
-    #[arg(long, value_name = "KEY")]
+    #[arg(long, value_name = "KEY", help = crate::report::sort_help())]
     pub sort: Option<String>,
     /// Keep only runs with KEY=VALUE (a config key, or status); repeatable.
     #[arg(long, value_name = "KEY=VALUE")]

@@ -1,12 +1,20 @@
 //! runner: a declarative experiment runner for LeNet-5 on MNIST-style data.
 //!
-//! Modules, one concept each: `config` (specs and layering), `data` (IDX
-//! files and downloads), `kernels` (LeNet-5's CPU kernels, plain slices),
-//! `engine` (the model on a device, behind one seam: the only module
-//! that uses the dfdx crate),
-//! `train` (the loop), `checkpoint` (weights as safetensors), `results`
-//! (the run folder), `cli` and `commands`. `docs/architecture.md` has the
-//! map.
+//! Modules, one concept each:
+//! - `cli` (every flag) and `commands` (one file per subcommand), `exit`
+//!   (exit codes), `human` (durations in words);
+//! - `config` (every key once, layering, validation), `data` (IDX files,
+//!   downloads, the validation split);
+//! - `kernels` (LeNet-5's CPU kernels on plain slices), `engine` (the
+//!   model on a device, behind one seam: the only module that uses dfdx),
+//!   `train` (the loop), `inference` (scoring and predicting), `bench`;
+//! - `checkpoint` (weights as safetensors), `results` (the run folder),
+//!   `metrics` (metrics.csv), `atomic` (atomic writes), `training_run`
+//!   (one run into its folder: lock, resume, record);
+//! - `sweep` (grids and their schedules), `report` (comparing runs, the
+//!   formats, figures, report.html, live views), `export` (TensorBoard).
+//!
+//! `docs/architecture.md` has the map.
 
 pub mod atomic;
 pub mod bench;
@@ -16,7 +24,6 @@ pub mod commands;
 pub mod config;
 pub mod data;
 pub mod engine;
-pub mod execute;
 pub mod exit;
 pub mod export;
 pub mod human;
@@ -27,3 +34,4 @@ pub mod report;
 pub mod results;
 pub mod sweep;
 pub mod train;
+pub mod training_run;

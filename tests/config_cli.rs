@@ -364,3 +364,72 @@ fn defaults_lists_every_key_and_is_itself_a_valid_spec() {
     let out = dry_run(&spec, &[], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+#[test]
+fn numbers_that_pass_validation_never_panic_or_abort() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = quick_spec(tmp.path(), "num", "");
+    let results = tmp.path().join("r");
+    let base = [
+        "train.epochs=1",
+        "data.limit_train=300",
+        "data.limit_test=100",
+    ];
+    for set in [
+        "train.batch_size=99999999999999",
+        "train.batch_size=9223372036854775807",
+        "data.limit_train=1152921504606846976",
+        "data.limit_test=1152921504606846976",
+        "train.eval_batch_size=1152921504606846976",
+        "train.lr=1e308",
+        "train.lr=5e-324",
+        "train.weight_decay=1e308",
+        "train.step_size=18446744073709551615",
+    ] {
+        let mut sets = base.to_vec();
+        sets.push(set);
+        let out = run_checked(&spec, &results, &sets);
+        let summary = std::fs::read_dir(results.join("num"))
+            .unwrap()
+            .map(|e| e.unwrap().path().join("summary.json"))
+            .filter(|p| p.is_file())
+            .map(|p| read_json(&p)["status"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>();
+        assert!(
+            !summary.contains(&"running".to_string()),
+            "{set}: a summary left running"
+        );
+        if set.contains("weight_decay") {
+            assert!(stderr(&out).contains("weight_decay"), "{}", stderr(&out));
+        }
+    }
+    // predict and report --out after a huge eval batch size.
+    let run_dir = std::fs::read_dir(results.join("num"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.join("summary.json").is_file()
+                && read_json(&p.join("summary.json"))["status"] == "completed"
+        })
+        .unwrap();
+    let out = runner()
+        .arg("predict")
+        .arg(&run_dir)
+        .args(["--set", "train.eval_batch_size=1152921504606846976"])
+        .output()
+        .unwrap();
+    no_panic(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = runner()
+        .arg("report")
+        .arg(&results)
+        .arg("--out")
+        .arg(tmp.path().join("rep"))
+        .output()
+        .unwrap();
+    no_panic(&out);
+    assert!(tmp.path().join("rep/report.md").is_file());
+    // A name longer than a folder name may be is refused up front.
+    let out = run_checked(&spec, &results, &[&format!("name={}", "n".repeat(300))]);
+    assert!(!out.status.success() && stderr(&out).contains("`name`"));
+}

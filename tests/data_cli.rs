@@ -322,3 +322,70 @@ fn a_corrupted_download_is_rejected_and_not_kept() {
         "{leftovers:?}"
     );
 }
+
+#[test]
+fn misleading_messages_now_say_what_is_wrong() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A .gz that is a folder.
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    for f in [
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    ] {
+        std::fs::copy(mnist_dir().join(f), data.join(f)).unwrap();
+    }
+    std::fs::create_dir(data.join("train-images-idx3-ubyte.gz")).unwrap();
+    let spec = quick_spec(tmp.path(), "msg", "");
+    let out = run_checked(
+        &spec,
+        &tmp.path().join("r"),
+        &[&format!("data.dir={}", data.display())],
+    );
+    assert!(
+        stderr(&out).contains("not a regular file"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("loading the dataset: loading the dataset"));
+    // A base that is a folder.
+    let g = tmp.path().join("g.toml");
+    std::fs::write(&g, "base = \".\"\n[sweep]\n\"train.seed\" = [0]\n").unwrap();
+    let out = sweep_checked(&g, &tmp.path().join("r"), &["--list"]);
+    assert!(stderr(&out).contains("is not a file"), "{}", stderr(&out));
+    // predict --out naming a folder, and a FIFO named *.png.
+    assert!(
+        run_checked(&spec, &tmp.path().join("r"), &["train.epochs=1"])
+            .status
+            .success()
+    );
+    let run_dir = only_run_dir(&tmp.path().join("r"), "msg");
+    let out = runner()
+        .arg("predict")
+        .arg(&run_dir)
+        .arg("--out")
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    no_panic(&out);
+    assert!(stderr(&out).contains("is a folder"), "{}", stderr(&out));
+    let images = tmp.path().join("images");
+    std::fs::create_dir(&images).unwrap();
+    let fifo = images.join("blocking.png");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path; mkfifo only creates a file.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    let png = image::GrayImage::from_pixel(28, 28, image::Luma([0u8]));
+    png.save(images.join("zero.png")).unwrap();
+    let out = runner()
+        .arg("predict")
+        .arg(&run_dir)
+        .arg("--images")
+        .arg(&images)
+        .timeout(std::time::Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("zero.png") && !stdout(&out).contains("blocking"));
+}

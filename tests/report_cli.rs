@@ -495,3 +495,66 @@ fn figures_stay_readable_at_100_runs_with_long_ids() {
         }
     }
 }
+
+#[test]
+fn a_report_never_calls_a_setting_common_that_is_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("mix");
+    let spec = quick_spec(tmp.path(), "mix", "");
+    // One run on every image of the data, one on 3,000 + 400.
+    succeeded(run_with(
+        &spec,
+        &results,
+        &[
+            "train.epochs=1",
+            "data.limit_train=60000",
+            "data.limit_test=10000",
+        ],
+    ));
+    let text = std::fs::read_to_string(&spec)
+        .unwrap()
+        .replace("limit_train = 2000\nlimit_test = 500\n", "");
+    std::fs::write(&spec, text).unwrap();
+    succeeded(run_with(&spec, &results, &["train.epochs=1"]));
+    succeeded(run_with(
+        &spec,
+        &results,
+        &[
+            "train.epochs=1",
+            "data.limit_train=3000",
+            "data.limit_test=400",
+        ],
+    ));
+    let out = succeeded(
+        runner()
+            .args(["report", "--group-by", "none"])
+            .arg(&results)
+            .output()
+            .unwrap(),
+    );
+    let text = stdout(&out);
+    let common: String = text
+        .lines()
+        .skip_while(|l| !l.starts_with("common:"))
+        .take_while(|l| !l.is_empty())
+        .collect();
+    assert!(!common.contains("limit"), "{text}");
+    let header = text.lines().find(|l| l.contains("status")).unwrap();
+    for title in ["limit_train", "limit_test", "test images", "run"] {
+        assert!(header.contains(title), "{title} missing: {text}");
+    }
+    assert!(text.contains("all"), "an unset limit shows as all: {text}");
+    assert!(text.contains("400"), "{text}");
+    // JSON keeps numbers and booleans typed.
+    let out = succeeded(
+        runner()
+            .args(["report", "--group-by", "none", "--format", "json"])
+            .arg(&results)
+            .output()
+            .unwrap(),
+    );
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert!(json["common"]["train.lr"].is_f64(), "{}", json["common"]);
+    assert!(json["common"]["model.activate_c5_f6"].is_boolean());
+    assert_eq!(json["common"]["model.activation"], "relu");
+}

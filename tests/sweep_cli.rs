@@ -357,3 +357,276 @@ fn ctrl_c_stops_cleanly_with_130_and_the_rerun_resumes() {
         .collect();
     assert_eq!(epochs, vec!["1", "2", "3"]);
 }
+
+#[test]
+fn an_override_of_a_swept_key_is_refused_and_says_what_to_do() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = named_grid(
+        tmp.path(),
+        "swept",
+        "[sweep]\n\"train.lr\" = [0.01, 0.003]\n\"train.seed\" = [0, 1]\n",
+    );
+    let results = tmp.path().join("r");
+    let out = runner()
+        .arg("sweep")
+        .arg(&g)
+        .args(["--set", "train.lr=0.5", "--results-dir"])
+        .arg(&results)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("--set train.lr=0.5 overrides `train.lr`")
+            && err.contains("swept.toml sweeps")
+            && err.contains("Drop the --set"),
+        "{err}"
+    );
+    let out = runner()
+        .arg("sweep")
+        .arg(&g)
+        .arg("--list")
+        .env("RUNNER_TRAIN__SEED", "3")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("environment variable RUNNER_TRAIN__SEED overrides `train.seed`"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!results.exists(), "nothing trained or written");
+    // An override of a key the grid does not sweep is fine.
+    let out = runner()
+        .arg("sweep")
+        .arg(&g)
+        .args(["--set", "train.momentum=0.5", "--list"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn axes_expand_in_file_order_and_duplicate_points_are_named_and_run_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = named_grid(
+        tmp.path(),
+        "order",
+        "[sweep]\n\"train.seed\" = [1, 0]\n\"model.activation\" = [\"tanh\", \"relu\"]\n[[include]]\n\"train.seed\" = 1\n\"model.activation\" = \"tanh\"\n\"train.lr\" = 1e-2\n",
+    );
+    let out = succeeded(
+        runner()
+            .arg("sweep")
+            .arg(&g)
+            .arg("--list")
+            .output()
+            .unwrap(),
+    );
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    let described: Vec<&str> = lines
+        .iter()
+        .map(|l| l.split("  ").last().unwrap().trim())
+        .collect();
+    assert_eq!(
+        described,
+        vec![
+            "train.seed=1 model.activation=tanh",
+            "train.seed=1 model.activation=relu",
+            "train.seed=0 model.activation=tanh",
+            "train.seed=0 model.activation=relu",
+        ],
+        "{text}"
+    );
+    assert!(
+        lines[0].trim_start().starts_with("0 "),
+        "numbered from 0: {text}"
+    );
+    assert!(
+        text.contains("point 5 (train.seed=1 model.activation=tanh train.lr=0.01) resolves to the same config as point 1"),
+        "{text}"
+    );
+    assert!(text.contains("--shard"), "{text}");
+    // Sweeping the epoch budget is refused.
+    let g = named_grid(tmp.path(), "ep", "[sweep]\n\"train.epochs\" = [1, 2]\n");
+    let out = runner()
+        .arg("sweep")
+        .arg(&g)
+        .arg("--list")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("cannot be swept"), "{}", stderr(&out));
+}
+
+#[test]
+fn run_then_sweep_of_the_same_config_trains_it_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = quick_spec(tmp.path(), "same", "");
+    let results = tmp.path().join("r");
+    succeeded(run_with(&spec, &results, &[]));
+    let path = tmp.path().join("same-grid.toml");
+    std::fs::write(
+        &path,
+        "name = \"same\"\nbase = \"same.toml\"\n[sweep]\n\"train.seed\" = [0, 1]\n",
+    )
+    .unwrap();
+    let out = succeeded(
+        runner()
+            .arg("sweep")
+            .arg(&path)
+            .arg("--results-dir")
+            .arg(&results)
+            .output()
+            .unwrap(),
+    );
+    let text = stdout(&out);
+    assert!(text.contains("1 completed (skipped)"), "{text}");
+    assert_eq!(text.matches("  completed: best").count(), 1, "{text}");
+    let folders: Vec<String> = std::fs::read_dir(results.join("same"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".json"))
+        .collect();
+    assert_eq!(folders.len(), 2, "{folders:?}");
+    // Each config.toml names its own folder.
+    for f in &folders {
+        let config =
+            std::fs::read_to_string(results.join("same").join(f).join("config.toml")).unwrap();
+        assert!(
+            config.lines().next().unwrap().contains(f.as_str()),
+            "{config}"
+        );
+    }
+}
+
+#[test]
+fn a_grid_name_cannot_lead_out_of_the_results_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("a/b");
+    std::fs::create_dir_all(&work).unwrap();
+    let results = work.join("results");
+    for name in ["../../escape_grid", "/tmp/ABS_GRID", "a/b", ".."] {
+        let g = tiny_grid(
+            &work,
+            "g.toml",
+            &format!("name = {name:?}"),
+            "[sweep]\n\"train.seed\" = [0]\n[[exclude]]\n\"train.seed\" = 0\n",
+        );
+        let out = sweep_checked(&g, &results, &[]);
+        assert!(!out.status.success(), "{name}: {}", stdout(&out));
+        assert!(stderr(&out).contains("`name`"), "{}", stderr(&out));
+    }
+    let g = tiny_grid(
+        &work,
+        "ok.toml",
+        "name = \"ok\"",
+        "[sweep]\n\"train.seed\" = [0]\n",
+    );
+    let out = sweep_checked(&g, &results, &["--set", "name=../../escape_grid"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("overrides `name`"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!Path::new("/tmp/ABS_GRID").exists());
+    assert_eq!(
+        files_under(tmp.path()),
+        vec![PathBuf::from("a/b/g.toml"), PathBuf::from("a/b/ok.toml")]
+    );
+}
+
+#[test]
+fn grids_are_capped_and_integer_ranges_exact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("r");
+    for (i, (body, words)) in [
+        ("\"train.lr\" = { start = 0.1, stop = 1, num = 10000000000 }", "more than 100000"),
+        ("\"train.lr\" = { start = 0.1, stop = 1, num = 9223372036854775807 }", "more than 100000"),
+        ("\"train.lr\" = { start = 0.1, stop = 1, step = 1e-300 }", "more than 100000"),
+        ("\"train.lr\" = { start = 0.1, stop = inf, step = 0.1 }", "finite"),
+        (
+            "\"train.seed\" = { start = 0, stop = 99999, step = 1 }\n\"train.batch_size\" = { start = 1, stop = 100000, step = 1 }\n\"train.step_size\" = { start = 1, stop = 100000, step = 1 }",
+            "train.seed (100000) x train.batch_size (100000)",
+        ),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let g = tiny_grid(tmp.path(), &format!("g{i}.toml"), "", &format!("[sweep]\n{body}\n"));
+        let out = sweep_checked(&g, &results, &["--list"]);
+        assert!(!out.status.success(), "{body}");
+        assert!(stderr(&out).contains(words), "{body}: {}", stderr(&out));
+    }
+    let g = tiny_grid(
+        tmp.path(),
+        "seeds.toml",
+        "",
+        "[sweep]\n\"train.seed\" = { start = 9223372036854775000, stop = 9223372036854775807, step = 100 }\n",
+    );
+    let out = sweep_checked(&g, &results, &["--list"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let seeds: Vec<u64> = stdout(&out)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            l.rsplit("train.seed=")
+                .next()
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    let want: Vec<u64> = (0..9).map(|i| 9223372036854775000 + i * 100).collect();
+    assert_eq!(seeds, want);
+}
+
+#[test]
+fn huge_values_make_short_folder_names_and_every_point_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("r");
+    let g = tiny_grid(
+        tmp.path(),
+        "lrs.toml",
+        "",
+        "[sweep]\n\"train.lr\" = [0.01, 1e6, 1e30, 1e300, 0.02]\n",
+    );
+    let out = sweep_checked(&g, &results, &[]);
+    let text = stdout(&out);
+    assert_eq!(text.matches("  completed:").count(), 2, "{text}");
+    assert_eq!(text.matches("  FAILED:").count(), 3, "{text}");
+    for entry in std::fs::read_dir(results.join("lrs")).unwrap() {
+        assert!(entry.unwrap().file_name().len() < 150);
+    }
+    let spec = quick_spec(tmp.path(), "big", "");
+    let out = run_checked(
+        &spec,
+        &results,
+        &["train.lr=1e308", "train.epochs=1", "data.limit_train=200"],
+    );
+    assert!(stderr(&out).contains("loss became"), "{}", stderr(&out));
+    assert!(results.join("big").read_dir().unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with("relu-max-lr1e308-")));
+}
+
+#[test]
+fn an_error_before_training_fails_that_point_and_the_sweep_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("r");
+    let g = tiny_grid(
+        tmp.path(),
+        "dirs.toml",
+        "",
+        "[sweep]\n\"data.validation\" = [1000000, 50]\n",
+    );
+    let out = sweep_checked(&g, &results, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(text.contains("FAILED: before training"), "{text}");
+    assert!(text.contains("  completed:"), "{text}");
+}

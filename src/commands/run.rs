@@ -6,9 +6,9 @@ use crate::cli::RunArgs;
 use crate::config::{self, Sources};
 use crate::data;
 use crate::engine;
-use crate::execute::{run_one, Policy, RunOutcome};
 use crate::exit;
 use crate::results::{self, RunDir};
+use crate::training_run::{run_one, Policy, RunOutcome};
 
 pub fn execute(args: &RunArgs) -> Result<i32> {
     crate::sweep::grid::refuse_grid_as_spec(&args.spec)?;

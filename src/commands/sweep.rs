@@ -8,7 +8,6 @@ use anyhow::{Context, Result};
 use crate::cli::SweepArgs;
 use crate::data::{self, Data};
 use crate::engine;
-use crate::execute::{run_one, Policy, RunOutcome};
 use crate::report::{self, live};
 use crate::results::Status;
 use crate::sweep::grid::Grid;
@@ -16,6 +15,7 @@ use crate::sweep::schedule::{self, finished_at, Decision, Schedule};
 use crate::sweep::shard::Shard;
 use crate::sweep::{self, Plan, PlannedRun, PointStatus};
 use crate::train::INTERRUPTED;
+use crate::training_run::{run_one, Policy, RunOutcome};
 use crate::{exit, human};
 use std::sync::atomic::Ordering;
 
@@ -396,7 +396,7 @@ fn is_locked(run: &PlannedRun) -> bool {
 /// Records in the run's summary that halving stopped it after `rung`
 /// (0-based), so reports say so; every process decides the same.
 fn mark_halted(run: &PlannedRun, rung: usize) {
-    let Ok(Some(_lock)) = crate::execute::try_lock(&run.run_dir) else {
+    let Ok(Some(_lock)) = crate::training_run::try_lock(&run.run_dir) else {
         return;
     };
     if let Ok(mut summary) = run.run_dir.read_summary() {

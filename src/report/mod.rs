@@ -265,17 +265,28 @@ fn value_of(run: &RunRecord, key: &str) -> Option<String> {
     }
 }
 
-/// The metrics a row can be sorted by; larger first. Anything else is a
-/// parameter, sorted ascending.
-const METRIC_KEYS: [&str; 7] = [
-    "best_val_acc",
-    "final_val_acc",
-    "test_acc",
-    "best_epoch",
-    "epochs",
-    "wall_seconds",
-    "images_per_sec",
+/// The metrics a row can be sorted by, largest first, each with its value
+/// in a row. Anything else is a shown column, sorted ascending.
+type SortValue = fn(&Row) -> Option<f64>;
+const SORT_METRICS: [(&str, SortValue); 7] = [
+    ("best_val_acc", |r| r.best_val_acc.mean),
+    ("final_val_acc", |r| r.final_val_acc.mean),
+    ("test_acc", |r| r.test_acc.mean),
+    ("best_epoch", |r| r.best_epoch.mean),
+    ("epochs", |r| Some(r.epochs_done_max as f64)),
+    ("wall_seconds", |r| r.wall_seconds.mean),
+    ("images_per_sec", |r| r.images_per_sec.mean),
 ];
+
+/// `report --sort`'s help, from the table above.
+pub fn sort_help() -> String {
+    let names: Vec<&str> = SORT_METRICS.iter().map(|(name, _)| *name).collect();
+    format!(
+        "Sort by {} (largest first; default best_val_acc), or a shown column such as \
+         train.lr (ascending)",
+        names.join(", ")
+    )
+}
 
 impl Report {
     pub fn build(root: &Path, options: &Options) -> Result<Report> {
@@ -463,27 +474,17 @@ pub(crate) fn row(runs: &[RunRecord], members: Vec<usize>, columns: &[String]) -
 }
 
 fn sort_rows(rows: &mut [Row], key: Option<&str>) -> Result<()> {
-    let key = key.unwrap_or("best_val_acc");
-    let metric = |r: &Row| -> f64 {
-        let v = match key {
-            "best_val_acc" => r.best_val_acc.mean,
-            "final_val_acc" => r.final_val_acc.mean,
-            "best_epoch" => r.best_epoch.mean,
-            "test_acc" => r.test_acc.mean,
-            "epochs" => Some(r.epochs_done_max as f64),
-            "wall_seconds" => r.wall_seconds.mean,
-            _ => r.images_per_sec.mean,
-        };
-        v.unwrap_or(f64::NEG_INFINITY)
-    };
-    if METRIC_KEYS.contains(&key) {
+    let key = key.unwrap_or(SORT_METRICS[0].0);
+    if let Some((_, value)) = SORT_METRICS.iter().find(|(name, _)| *name == key) {
+        let metric = |r: &Row| value(r).unwrap_or(f64::NEG_INFINITY);
         rows.sort_by(|a, b| metric(b).total_cmp(&metric(a)));
         return Ok(());
     }
     if rows.iter().any(|r| !r.values.contains_key(key)) {
+        let names: Vec<&str> = SORT_METRICS.iter().map(|(name, _)| *name).collect();
         bail!(
             "--sort {key}: not a column; sort by one of {} or a column shown",
-            METRIC_KEYS.join(", ")
+            names.join(", ")
         );
     }
     rows.sort_by(|a, b| {

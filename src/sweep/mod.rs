@@ -2,7 +2,7 @@
 //! skips finished work and splits across processes and machines.
 //!
 //! Every point is resolved and validated before anything trains. Each run
-//! goes through `execute::run_one`, which locks its folder, skips it when
+//! goes through `training_run::run_one`, which locks its folder, skips it when
 //! completed, and resumes it when interrupted; `sweep.json` beside the runs
 //! records the grid and each point's status.
 

@@ -212,3 +212,117 @@ pub fn wait_for_rows(sweep_dir: &Path, lines: usize) {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
+
+/// `runner run SPEC --results-dir RESULTS --set ...`.
+pub fn run_with(spec: &Path, results: &Path, sets: &[&str]) -> Output {
+    let mut cmd = runner();
+    cmd.arg("run").arg(spec).arg("--results-dir").arg(results);
+    for set in sets {
+        cmd.args(["--set", set]);
+    }
+    cmd.output().unwrap()
+}
+
+/// The output, after checking that the command succeeded.
+pub fn succeeded(out: Output) -> Output {
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    out
+}
+
+/// A copy of the test data whose test labels are all shifted by one.
+pub fn data_with_wrong_test_labels(dir: &Path) -> PathBuf {
+    let data = dir.join("wrong-test");
+    std::fs::create_dir(&data).unwrap();
+    for f in [
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+    ] {
+        std::fs::copy(mnist_dir().join(f), data.join(f)).unwrap();
+    }
+    let gz = std::fs::read(mnist_dir().join("t10k-labels-idx1-ubyte.gz")).unwrap();
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut raw).unwrap();
+    for label in &mut raw[8..] {
+        *label = (*label + 1) % 10;
+    }
+    std::fs::write(data.join("t10k-labels-idx1-ubyte"), raw).unwrap();
+    data
+}
+
+/// A grid file `<name>.toml` over 1,000 + 300 images, 1 epoch at lr 0.01.
+pub fn named_grid(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    let text = format!(
+        "name = \"{name}\"\n[spec.data]\ndir = \"{}\"\ndownload = false\nlimit_train = 1000\nlimit_test = 300\n[spec.train]\nepochs = 1\nlr = 0.01\n{body}",
+        mnist_dir().display()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// No panic, no abort: a clean exit 0, 1 or 2.
+pub fn no_panic(out: &Output) {
+    let err = stderr(out);
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "{err}"
+    );
+    assert!(
+        matches!(out.status.code(), Some(0..=2)),
+        "exit {:?}: {err}",
+        out.status.code()
+    );
+}
+
+/// `run_with`, checked not to panic.
+pub fn run_checked(spec: &Path, results: &Path, sets: &[&str]) -> Output {
+    let out = run_with(spec, results, sets);
+    no_panic(&out);
+    out
+}
+
+/// `sweep`, checked not to panic.
+pub fn sweep_checked(grid: &Path, results: &Path, extra: &[&str]) -> Output {
+    let out = sweep(grid, results, extra);
+    no_panic(&out);
+    out
+}
+
+/// A grid file over 300 + 100 images, 1 epoch at lr 0.01: `head` above
+/// the spec, `body` below it.
+pub fn tiny_grid(dir: &Path, file: &str, head: &str, body: &str) -> PathBuf {
+    let path = dir.join(file);
+    let text = format!(
+        "{head}\n[spec.data]\ndir = \"{}\"\ndownload = false\nlimit_train = 300\nlimit_test = 100\n[spec.train]\nepochs = 1\nlr = 0.01\n{body}",
+        mnist_dir().display()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Every file under `root`, relative.
+pub fn files_under(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in walkdir::WalkDir::new(root).into_iter().flatten() {
+        if entry.file_type().is_file() {
+            out.push(entry.path().strip_prefix(root).unwrap().to_path_buf());
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A 2-epoch run, then its metrics.csv damaged by `damage`, then asked for 4.
+pub fn resumed_after(damage: impl Fn(&Path)) -> (Output, PathBuf, tempfile::TempDir) {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = quick_spec(tmp.path(), "res", "");
+    let results = tmp.path().join("r");
+    assert!(run_checked(&spec, &results, &["train.epochs=2"])
+        .status
+        .success());
+    let dir = only_run_dir(&results, "res");
+    damage(&dir.join("metrics.csv"));
+    let out = run_checked(&spec, &results, &["train.epochs=4"]);
+    (out, dir, tmp)
+}
