@@ -20,11 +20,17 @@ impl RunConfig {
     /// Hash of everything that decides a run's numbers: the run's
     /// identity. Result-neutral keys (see `keys::Key::neutral`) are left
     /// out, so moving the data folder or asking for more epochs does not
-    /// make a new run.
+    /// make a new run; so are keys marked `hashed_when_set` while at their
+    /// default, so adding a key keeps every existing run's hash.
     pub fn result_hash(&self) -> String {
         let mut value = serde_json::to_value(self).expect("config serializes");
-        for key in RunConfig::keys().filter(|k| k.neutral) {
-            if let Some(table) = value.get_mut(key.section()).and_then(|t| t.as_object_mut()) {
+        let defaults = serde_json::to_value(RunConfig::default()).expect("config serializes");
+        for key in RunConfig::keys() {
+            let at_default = || defaults.get(key.section()).and_then(|t| t.get(key.leaf()));
+            let Some(table) = value.get_mut(key.section()).and_then(|t| t.as_object_mut()) else {
+                continue;
+            };
+            if key.neutral || (key.hashed_when_set && table.get(key.leaf()) == at_default()) {
                 table.remove(key.leaf());
             }
         }
@@ -97,7 +103,8 @@ mod tests {
         let mut config = RunConfig::default();
         assert_eq!(
             config.result_hash(),
-            "0be846d8e43283c5f3fb4997fa88b1b8f332f2b586e5533da6b04c13c03777a9"
+            "0be846d8e43283c5f3fb4997fa88b1b8f332f2b586e5533da6b04c13c03777a9",
+            "the run hash changed: a new key needs .hashed_when_set() (config/schema.rs)"
         );
         config.name = "baseline".into();
         assert_eq!(config.short_hash(), "185a06b8");

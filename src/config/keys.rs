@@ -30,6 +30,9 @@ pub struct Key {
     /// It does not change what a run computes (where data lives, threads,
     /// the epoch budget): left out of the run identity and report columns.
     pub neutral: bool,
+    /// Part of the run identity only when set to another value than its
+    /// default (see `Key::hashed_when_set`).
+    pub hashed_when_set: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +52,7 @@ pub const fn note(note: &'static str) -> Key {
         note,
         unset: None,
         neutral: false,
+        hashed_when_set: false,
     }
 }
 
@@ -57,6 +61,16 @@ impl Key {
     pub const fn unset(self, meaning: &'static str, example: &'static str) -> Key {
         Key {
             unset: Some(Unset { meaning, example }),
+            ..self
+        }
+    }
+
+    /// Every key added from now on takes this: at its default the key is
+    /// left out of the run's hash, so a config that does not set it keeps
+    /// the hash (and finds the run folder) it had before the key existed.
+    pub const fn hashed_when_set(self) -> Key {
+        Key {
+            hashed_when_set: true,
             ..self
         }
     }
