@@ -48,7 +48,7 @@ fn snapshot(results: &Path, name: &str) -> BTreeMap<String, (Vec<String>, Vec<u8
                 p.file_name().unwrap().to_string_lossy().into_owned(),
                 (
                     rows_without_timings(&p),
-                    std::fs::read(p.join("best.safetensors")).unwrap(),
+                    std::fs::read(p.join("best.safetensors")).unwrap_or_default(),
                     status,
                 ),
             )
@@ -314,4 +314,155 @@ fn jobs_share_a_grid_without_training_a_run_twice_and_ctrl_c_leaves_it_resumable
             assert_eq!(epochs, ["1", "2", "3", "4", "5", "6"]);
         }
     }
+}
+
+/// A TPE search of 16 trials in 4 batches, the first 4 trials at random.
+fn tpe_grid(dir: &Path, file: &str, limit_train: usize) -> PathBuf {
+    write(
+        dir,
+        file,
+        &format!(
+            "{}[spec.train]\nepochs = 1\nthreads = 1\n[search]\nmethod = \"tpe\"\ntrials = 16\nbatch = 4\nn_startup = 4\nseed = 3\n[sweep]\n\"train.lr\" = {{ log_uniform = [0.003, 0.3] }}\n\"train.momentum\" = {{ uniform = [0.0, 0.95] }}\n",
+            spec_head("tpe").replace("limit_train = 1000", &format!("limit_train = {limit_train}"))
+        ),
+    )
+}
+
+/// `sweep --list` without its first line (which names the results folder).
+fn listing(grid: &Path, results: &Path) -> String {
+    let out = sweep(grid, results, &["--list"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out).lines().skip(1).collect::<Vec<_>>().join("\n")
+}
+
+/// The trials' values, in trial order, from `sweep --list`.
+fn trial_values(listing: &str) -> Vec<String> {
+    listing
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split_whitespace().skip(3).collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+#[test]
+fn tpe_gives_the_same_trials_and_bytes_in_one_process_jobs_shards_and_after_kill_9() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = tpe_grid(tmp.path(), "tpe.toml", 1000);
+    let reference = tmp.path().join("one");
+    let out = sweep(&g, &reference, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("batch 4 of 4: trials 13-16"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stdout(&out).contains("tpe done; best mean val_acc"),
+        "{}",
+        stdout(&out)
+    );
+    let want_list = listing(&g, &reference);
+    assert!(want_list.contains("all 16 trials decided"), "{want_list}");
+    assert_eq!(trial_values(&want_list).len(), 16, "{want_list}");
+    let want = snapshot(&reference, "tpe");
+    assert_eq!(want.len(), 16);
+
+    let jobs = tmp.path().join("jobs");
+    let out = sweep(&g, &jobs, &["--jobs", "2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(listing(&g, &jobs), want_list, "--jobs 2");
+    assert_eq!(snapshot(&jobs, "tpe"), want, "--jobs 2");
+
+    let shards = tmp.path().join("shards");
+    let children: Vec<_> = (0..3)
+        .map(|i| spawn_sweep(&g, &shards, &["--shard", &format!("{i}/3")]))
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    assert_eq!(listing(&g, &shards), want_list, "3 shards");
+    assert_eq!(snapshot(&shards, "tpe"), want, "3 shards");
+
+    // Killed with SIGKILL five times at moments spread over the search.
+    let killed = tmp.path().join("killed");
+    for wait_ms in [150u64, 400, 700, 1000, 1300] {
+        let mut child = spawn_sweep(&g, &killed, &[]);
+        std::thread::sleep(std::time::Duration::from_millis(wait_ms));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+    let out = sweep(&g, &killed, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(listing(&g, &killed), want_list, "after kill -9");
+    assert_eq!(snapshot(&killed, "tpe"), want, "after kill -9");
+}
+
+#[test]
+fn tpe_learns_from_results_while_its_random_start_stays_the_same() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (
+        tpe_grid(tmp.path(), "a.toml", 1000),
+        tpe_grid(tmp.path(), "b.toml", 500),
+    );
+    let (ra, rb) = (tmp.path().join("a"), tmp.path().join("b"));
+    assert!(sweep(&a, &ra, &[]).status.success());
+    assert!(sweep(&b, &rb, &[]).status.success());
+    let (va, vb) = (
+        trial_values(&listing(&a, &ra)),
+        trial_values(&listing(&b, &rb)),
+    );
+    assert_eq!(
+        va[..4],
+        vb[..4],
+        "the 4 random trials do not depend on results"
+    );
+    // TPE reads only the ranking of the trials: proposals change where
+    // the other data ranks the earlier trials otherwise.
+    let differ = (4..16).filter(|&t| va[t] != vb[t]).count();
+    assert!(differ > 0, "other data, other proposals: {va:#?}\n{vb:#?}");
+}
+
+#[test]
+fn bad_tpe_settings_name_their_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tpe_grid(tmp.path(), "ok.toml", 1000);
+    let text = std::fs::read_to_string(&base).unwrap();
+    for (from, to, wanted) in [
+        (
+            "batch = 4",
+            "batch = 0",
+            "[search] batch: must be at least 1",
+        ),
+        (
+            "trials = 16",
+            "trials = 3",
+            "[search] trials: 3 trials is fewer than n_startup = 4",
+        ),
+        (
+            "seed = 3",
+            "seed = 3\ngamma = 1.5",
+            "[search] gamma: must be in (0, 1), got 1.5",
+        ),
+        ("{ uniform = [0.0, 0.95] }", "[0.0, 0.9]", ""),
+        (
+            "trials = 16\n",
+            "",
+            "[search] trials: a TPE search needs trials = N",
+        ),
+    ] {
+        let mut bad = text.replace(from, to);
+        let mut wanted = wanted.to_string();
+        if wanted.is_empty() {
+            // No distribution left to learn.
+            bad = bad.replace("{ log_uniform = [0.003, 0.3] }", "[0.01, 0.1]");
+            wanted = "[search] method: TPE learns the keys given as distributions".into();
+        }
+        let g = write(tmp.path(), "bad.toml", &bad);
+        let out = sweep(&g, &tmp.path().join("r"), &[]);
+        assert_eq!(out.status.code(), Some(1), "{bad}");
+        assert!(stderr(&out).contains(&wanted), "{wanted}: {}", stderr(&out));
+        assert!(stderr(&out).contains("bad.toml"), "{}", stderr(&out));
+    }
+    assert!(!tmp.path().join("r").exists(), "nothing trained");
 }

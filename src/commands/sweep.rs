@@ -22,7 +22,13 @@ use std::sync::atomic::Ordering;
 pub fn execute(args: &SweepArgs) -> Result<i32> {
     let grid = Grid::load(&args.grid)?;
     let plan = sweep::plan(&grid, &args.overrides.sets, &args.results_dir)?;
-    let runs = &plan.runs;
+    let schedule = schedule::for_grid(&grid, &args.overrides.sets, &args.results_dir);
+    // What is decided so far (a TPE search decides its trials as it learns).
+    let known = Plan {
+        runs: schedule.runs(&plan.runs)?,
+        collapsed: plan.collapsed.clone(),
+    };
+    let runs = &known.runs;
     let shard = match &args.shard {
         Some(text) => Shard::parse(text)?,
         None => Shard::from_env(|k| std::env::var(k).ok())?.unwrap_or(Shard::ALL),
@@ -51,9 +57,8 @@ pub fn execute(args: &SweepArgs) -> Result<i32> {
         );
         println!("# numbered as --shard I/N counts: run k belongs to shard k mod N");
         print_collapsed(&plan);
-        let schedule = schedule::for_grid(&grid);
-        schedule.check(runs)?;
-        if let Some(outline) = schedule.outline(runs) {
+        schedule.check(&plan.runs)?;
+        if let Some(outline) = schedule.outline(&plan.runs) {
             println!("# {outline}");
         }
         let width = mine.iter().map(|r| r.run_id().len()).max().unwrap_or(0);
@@ -110,7 +115,7 @@ fn train(
         trained_seconds: Vec::new(),
         failed_early: 0,
     };
-    let schedule = schedule::for_grid(grid);
+    let schedule = schedule::for_grid(grid, &args.overrides.sets, &args.results_dir);
     drive(
         args,
         grid,
@@ -142,6 +147,11 @@ fn drive(
         for &(k, at) in &decision.halted {
             mark_halted(&plan.runs[k], at);
         }
+        // The runs decided so far, for sweep.json.
+        let known = Plan {
+            runs: schedule.runs(&plan.runs)?,
+            collapsed: plan.collapsed.clone(),
+        };
         if stage != Some(decision.stage) {
             if let Some(header) = &decision.header {
                 println!("{header}");
@@ -159,24 +169,27 @@ fn drive(
         if !decision.barrier {
             announce(grid, &mine, slice, args.retry_failed);
         }
-        if let Some(code) = trainer.train_all(&mine, grid, plan, &args.results_dir) {
+        if let Some(code) = trainer.train_all(&mine, grid, &known, &args.results_dir) {
             return Ok(code);
         }
         if !decision.barrier {
-            write_record(grid, plan, &args.results_dir);
+            write_record(grid, &known, &args.results_dir);
             return Ok(finish_without_barrier(grid, &mine, slice, started, trainer));
         }
-        match finish_stage(args, &decision, grid, plan, trainer, waited)? {
+        match finish_stage(args, &decision, grid, &known, trainer, waited)? {
             StageEnd::Done if decision.last => break,
             StageEnd::Done => {}
             StageEnd::Waited => waited = true,
             StageEnd::Exit(code) => return Ok(code),
         }
     }
-    write_record(grid, plan, &args.results_dir);
-    if let Some((k, score)) = schedule.best(&plan.runs)? {
-        let id = plan.runs[k].run_id();
-        println!("{}: halving done; best {score}: {id}", grid.name);
+    let known = Plan {
+        runs: schedule.runs(&plan.runs)?,
+        collapsed: plan.collapsed.clone(),
+    };
+    write_record(grid, &known, &args.results_dir);
+    if let Some((id, words)) = schedule.best(&plan.runs)? {
+        println!("{}: {words}: {id}", grid.name);
     }
     Ok(if trainer.failed_early > 0 {
         exit::FAILURE
@@ -228,17 +241,17 @@ fn finish_stage(
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let stage = decision.stage + 1;
+    let stage = format!("{} {}", decision.noun, decision.stage + 1);
     if left.iter().all(|r| !is_locked(r)) {
         anyhow::bail!(
-            "{} run(s) of rung {stage} could not be trained (see above), so halving cannot go on: {}",
+            "{} run(s) of {stage} could not be trained (see above), so the search cannot go on: {}",
             left.len(),
             ids()
         );
     }
     if args.no_wait {
         println!(
-            "rung {stage} waits for {} run(s) that other processes are training; exiting with {} (--no-wait)",
+            "{stage} waits for {} run(s) that other processes are training; exiting with {} (--no-wait)",
             left.len(),
             exit::WAIT
         );
@@ -246,7 +259,7 @@ fn finish_stage(
     }
     if !waited {
         println!(
-            "waiting for {} run(s) of rung {stage} that other processes are training: {}",
+            "waiting for {} run(s) of {stage} that other processes are training: {}",
             left.len(),
             ids()
         );

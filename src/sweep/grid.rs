@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use super::search::{self, Distribution, Halving, SearchTable};
+use super::search::{self, Distribution, Halving, SearchTable, Tpe};
 use crate::config::{self, line_of};
 
 /// The grid file as written.
@@ -140,6 +140,8 @@ pub struct Grid {
     pub points: Vec<Point>,
     /// Successive halving over the points, when `[search]` asks for it.
     pub halving: Option<Halving>,
+    /// A TPE search: each trial is every point with the trial's values.
+    pub tpe: Option<Tpe>,
 }
 
 /// Every key a point can set: a sweep sets each run's name itself.
@@ -351,11 +353,14 @@ fn sampled_axis(
     let method = search.and_then(|s| s.method.as_deref());
     match method {
         None | Some("random") => {}
+        Some("tpe") => return Ok(None), // `tpe_of` takes the distributions
         Some(other) => {
             return Err(at(
                 file,
                 &["search", "method"],
-                format!("[search] method {other:?} is not known; the method is \"random\""),
+                format!(
+                    "[search] method {other:?} is not known; the methods are \"random\" and \"tpe\""
+                ),
             ))
         }
     }
@@ -389,6 +394,28 @@ fn sampled_axis(
     )))
 }
 
+/// `method = "tpe"`: the distributions are learned, not an axis.
+fn tpe_of(
+    file: &Path,
+    search: Option<&SearchTable>,
+    sampled: Vec<(String, Distribution)>,
+) -> Result<Option<Tpe>> {
+    let Some(search) = search.filter(|s| s.method.as_deref() == Some("tpe")) else {
+        return Ok(None);
+    };
+    if search.halving.is_some() {
+        return Err(at(
+            file,
+            &["search", "halving"],
+            "[search] halving with method = \"tpe\" is not supported yet: use one or the other"
+                .into(),
+        ));
+    }
+    Tpe::from_table(search, sampled)
+        .map(Some)
+        .map_err(|(key, problem)| at(file, &["search", key], format!("[search] {key}: {problem}")))
+}
+
 /// Equal as config values: 1 and 1.0 match.
 fn same(a: &toml::Value, b: &toml::Value) -> bool {
     match (a, b) {
@@ -403,11 +430,15 @@ impl Grid {
     /// (which the grid sets for every run).
     pub fn swept_keys(&self) -> Vec<&String> {
         let mut keys: Vec<&String> = Vec::new();
-        for point in &self.points {
-            for (k, _) in &point.values {
-                if !keys.contains(&k) {
-                    keys.push(k);
-                }
+        let learned = self.tpe.iter().flat_map(|t| t.keys.iter().map(|(k, _)| k));
+        for k in self
+            .points
+            .iter()
+            .flat_map(|p| p.values.iter().map(|(k, _)| k))
+            .chain(learned)
+        {
+            if !keys.contains(&k) {
+                keys.push(k);
             }
         }
         keys
@@ -421,7 +452,7 @@ impl Grid {
             .map_err(|e| anyhow::anyhow!("{}: {}", file.display(), e.to_string().trim_end()))?;
         let known = known_keys();
         let base = base_of(file, parsed.base.as_deref())?;
-        let axes = axes_of(file, &parsed, &known)?;
+        let (axes, tpe) = axes_of(file, &parsed, &known)?;
         for (what, entries) in [("exclude", &parsed.exclude), ("include", &parsed.include)] {
             for entry in entries {
                 for key in entry.keys() {
@@ -451,6 +482,7 @@ impl Grid {
             spec: parsed.spec,
             points,
             halving: parsed.search.and_then(|s| s.halving),
+            tpe,
         })
     }
 }
@@ -496,7 +528,7 @@ fn base_of(file: &Path, base: Option<&Path>) -> Result<Option<PathBuf>> {
 
 /// The grid's axes: each [sweep] key alone, each [[zip]] group together,
 /// then the random samples' axis.
-fn axes_of(file: &Path, parsed: &GridFile, known: &[String]) -> Result<Vec<Axis>> {
+fn axes_of(file: &Path, parsed: &GridFile, known: &[String]) -> Result<(Vec<Axis>, Option<Tpe>)> {
     let mut axes: Vec<Axis> = Vec::new();
     let mut sampled: Vec<(String, Distribution)> = Vec::new();
     for (key, value) in &parsed.sweep {
@@ -519,7 +551,8 @@ fn axes_of(file: &Path, parsed: &GridFile, known: &[String]) -> Result<Vec<Axis>
     if let Some(axis) = sampled_axis(file, parsed.search.as_ref(), &sampled)? {
         axes.push(axis);
     }
-    Ok(axes)
+    let tpe = tpe_of(file, parsed.search.as_ref(), sampled)?;
+    Ok((axes, tpe))
 }
 
 /// [[zip]] number `g + 1`: keys that vary together, one axis.

@@ -10,6 +10,7 @@ pub mod grid;
 pub mod schedule;
 pub mod search;
 pub mod shard;
+pub mod tpe;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -110,11 +111,22 @@ pub struct Plan {
 /// while naming each after its own.
 pub fn plan(grid: &Grid, sets: &[String], results_root: &Path) -> Result<Plan> {
     refuse_overrides_of_swept_keys(grid, sets, |k| std::env::var_os(k).is_some())?;
+    resolve(grid, &grid.points, sets, results_root)
+}
+
+/// Resolves `points` of `grid` into runs (numbered from 0), merging the
+/// points that resolve to one config.
+pub fn resolve(
+    grid: &Grid,
+    points: &[Point],
+    sets: &[String],
+    results_root: &Path,
+) -> Result<Plan> {
     let mut runs: Vec<PlannedRun> = Vec::new();
     let mut grid_positions: Vec<usize> = Vec::new();
     let mut collapsed = Vec::new();
-    let total = grid.points.len();
-    for (i, point) in grid.points.iter().enumerate() {
+    let total = points.len();
+    for (i, point) in points.iter().enumerate() {
         let mut layers = Vec::new();
         if let Some(spec) = &grid.spec {
             layers.push(Layer::from_table(

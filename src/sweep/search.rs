@@ -34,6 +34,84 @@ pub struct SearchTable {
     #[serde(default)]
     pub seed: u64,
     pub halving: Option<Halving>,
+    /// TPE: trials in all, proposed `batch` at a time, the first
+    /// `n_startup` at random; the best `gamma` of them guide the rest.
+    pub trials: Option<usize>,
+    pub batch: Option<usize>,
+    pub n_startup: Option<usize>,
+    pub gamma: Option<f64>,
+    pub metric: Option<Metric>,
+}
+
+/// `method = "tpe"`, checked: see `sweep::tpe` and `schedule::tpe`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tpe {
+    /// The keys given as distributions, in the file's order.
+    pub keys: Vec<(String, Distribution)>,
+    pub trials: usize,
+    /// Never derived from the number of workers: batch k is decided from
+    /// batches 0..k-1 alone, whoever trains them.
+    pub batch: usize,
+    pub n_startup: usize,
+    pub gamma: f64,
+    pub seed: u64,
+    pub metric: Metric,
+}
+
+impl Tpe {
+    /// Optuna's defaults: 10 random trials first; batches of 4 (not in
+    /// Optuna: its batches are its workers, which is what breaks its
+    /// reproducibility).
+    pub fn from_table(
+        search: &SearchTable,
+        keys: Vec<(String, Distribution)>,
+    ) -> std::result::Result<Tpe, (&'static str, String)> {
+        let trials = search
+            .trials
+            .ok_or(("trials", "a TPE search needs trials = N".into()))?;
+        let tpe = Tpe {
+            keys,
+            trials,
+            batch: search.batch.unwrap_or(4),
+            n_startup: search.n_startup.unwrap_or(10),
+            gamma: search.gamma.unwrap_or(0.1),
+            seed: search.seed,
+            metric: search.metric.unwrap_or(Metric::ValAcc),
+        };
+        if tpe.keys.is_empty() {
+            return Err((
+                "method",
+                "TPE learns the keys given as distributions in [sweep] (e.g. \
+                 \"train.lr\" = { log_uniform = [1e-3, 1e-1] }), and there are none"
+                    .into(),
+            ));
+        }
+        if !(1..=100_000).contains(&tpe.trials) {
+            return Err((
+                "trials",
+                format!("must be from 1 to 100000, got {}", tpe.trials),
+            ));
+        }
+        if tpe.batch == 0 {
+            return Err(("batch", "must be at least 1".into()));
+        }
+        if tpe.trials < tpe.n_startup {
+            return Err((
+                "trials",
+                format!(
+                    "{} trials is fewer than n_startup = {} random ones: nothing would be learned",
+                    tpe.trials, tpe.n_startup
+                ),
+            ));
+        }
+        if !(tpe.gamma > 0.0 && tpe.gamma < 1.0) {
+            return Err(("gamma", format!("must be in (0, 1), got {}", tpe.gamma)));
+        }
+        if search.samples.is_some() {
+            return Err(("samples", "is random search's; TPE counts trials".into()));
+        }
+        Ok(tpe)
+    }
 }
 
 /// Synchronous successive halving (Jamieson & Talwalkar 2016): every point
@@ -149,7 +227,7 @@ impl Distribution {
         Ok(Distribution::Uniform(a, b))
     }
 
-    fn sample(&self, rng: &mut ChaCha8Rng) -> toml::Value {
+    pub fn sample(&self, rng: &mut ChaCha8Rng) -> toml::Value {
         let round = |x: f64| -> toml::Value {
             toml::Value::Float(format!("{x:.3e}").parse().expect("formatted float parses"))
         };

@@ -20,6 +20,7 @@ impl Schedule for Everything {
     fn next(&self, runs: &[PlannedRun]) -> Result<Decision> {
         Ok(Decision {
             stage: 0,
+            noun: "stage",
             header: None,
             runs: runs.to_vec(),
             barrier: false,
@@ -28,7 +29,7 @@ impl Schedule for Everything {
         })
     }
 
-    fn best(&self, _runs: &[PlannedRun]) -> Result<Option<(usize, String)>> {
+    fn best(&self, _runs: &[PlannedRun]) -> Result<Option<(String, String)>> {
         Ok(None)
     }
 }

@@ -48,6 +48,7 @@ impl Schedule for SuccessiveHalving {
         let pos = position(runs, epochs, &self.0)?;
         Ok(Decision {
             stage: pos.rung,
+            noun: "rung",
             header: Some(format!(
                 "rung {} of {rungs}: {} runs at {} epochs",
                 pos.rung + 1,
@@ -65,7 +66,7 @@ impl Schedule for SuccessiveHalving {
         })
     }
 
-    fn best(&self, runs: &[PlannedRun]) -> Result<Option<(usize, String)>> {
+    fn best(&self, runs: &[PlannedRun]) -> Result<Option<(String, String)>> {
         let (epochs, metric) = (epochs_of(runs), self.0.metric);
         let last = position(runs, epochs, &self.0)?;
         Ok(last
@@ -76,7 +77,12 @@ impl Schedule for SuccessiveHalving {
                 Standing::Unfinished => None,
             })
             .min_by(|a, b| metric.best_first(a.1, b.1))
-            .map(|(k, v)| (k, format!("{metric} {v:.4}"))))
+            .map(|(k, v)| {
+                (
+                    runs[k].run_id(),
+                    format!("halving done; best {metric} {v:.4}"),
+                )
+            }))
     }
 }
 

@@ -13,6 +13,9 @@
 
 mod all;
 pub mod halving;
+mod tpe;
+
+use std::path::Path;
 
 use anyhow::Result;
 
@@ -23,8 +26,10 @@ use crate::results::Status;
 /// What to train now, decided from the run folders.
 #[derive(Debug, Clone)]
 pub struct Decision {
-    /// The stage (a rung): a new number means a new decision was taken.
+    /// The stage (a rung, a batch): a new number means a new decision.
     pub stage: usize,
+    /// What a stage is called in messages: "rung", "batch".
+    pub noun: &'static str,
     /// Said when a stage starts ("rung 2 of 3: 9 runs at 3 epochs").
     pub header: Option<String>,
     /// The runs of this stage, each with its epoch budget.
@@ -47,17 +52,29 @@ pub trait Schedule {
     fn outline(&self, runs: &[PlannedRun]) -> Option<String>;
     /// Where the sweep stands now, from the run folders alone.
     fn next(&self, runs: &[PlannedRun]) -> Result<Decision>;
-    /// Once done: the best run's index and its score in words, if the
-    /// method ranks runs.
-    fn best(&self, runs: &[PlannedRun]) -> Result<Option<(usize, String)>>;
+    /// Every run decided so far: the grid's planned runs, unless the
+    /// method decides its runs as it learns (TPE).
+    fn runs(&self, planned: &[PlannedRun]) -> Result<Vec<PlannedRun>> {
+        Ok(planned.to_vec())
+    }
+    /// Once done: the best run's id and the closing words ("halving done;
+    /// best val_acc 0.9871"), if the method ranks runs.
+    fn best(&self, runs: &[PlannedRun]) -> Result<Option<(String, String)>>;
 }
 
-/// The grid file's method: successive halving when `[search]` asks for
-/// it, else every point to its full budget (a grid or a random search).
-pub fn for_grid(grid: &Grid) -> Box<dyn Schedule> {
-    match &grid.halving {
-        Some(h) => Box::new(halving::SuccessiveHalving(h.clone())),
-        None => Box::new(all::Everything),
+/// The grid file's method: TPE or successive halving when `[search]`
+/// asks for it, else every point to its full budget (a grid or a random
+/// search). `sets` and `results_root` resolve the runs a method decides.
+pub fn for_grid(grid: &Grid, sets: &[String], results_root: &Path) -> Box<dyn Schedule> {
+    match (&grid.tpe, &grid.halving) {
+        (Some(t), _) => Box::new(tpe::TreeParzen {
+            tpe: t.clone(),
+            grid: grid.clone(),
+            sets: sets.to_vec(),
+            results_root: results_root.to_path_buf(),
+        }),
+        (None, Some(h)) => Box::new(halving::SuccessiveHalving(h.clone())),
+        (None, None) => Box::new(all::Everything),
     }
 }
 
