@@ -344,13 +344,57 @@ fn trial_values(listing: &str) -> Vec<String> {
         .collect()
 }
 
+/// Sweeps `g` (named `name`) in one process, with --jobs 2, as 3 shards
+/// started together, and killed with SIGKILL five times then rerun: the
+/// same --list and the same bytes every way. Returns the first listing.
+fn same_every_way(g: &Path, name: &str, runs: usize, tmp: &Path) -> String {
+    let reference = tmp.join("one");
+    let out = sweep(g, &reference, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let want_list = listing(g, &reference);
+    let want = snapshot(&reference, name);
+    assert_eq!(want.len(), runs, "{want_list}");
+
+    let jobs = tmp.join("jobs");
+    let out = sweep(g, &jobs, &["--jobs", "2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(listing(g, &jobs), want_list, "--jobs 2");
+    assert_eq!(snapshot(&jobs, name), want, "--jobs 2");
+
+    let shards = tmp.join("shards");
+    let children: Vec<_> = (0..3)
+        .map(|i| spawn_sweep(g, &shards, &["--shard", &format!("{i}/3")]))
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    assert_eq!(listing(g, &shards), want_list, "3 shards");
+    assert_eq!(snapshot(&shards, name), want, "3 shards");
+
+    // Killed five times at moments spread over the search.
+    let killed = tmp.join("killed");
+    for wait_ms in [150u64, 400, 700, 1000, 1300] {
+        let mut child = spawn_sweep(g, &killed, &[]);
+        std::thread::sleep(std::time::Duration::from_millis(wait_ms));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+    let out = sweep(g, &killed, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(listing(g, &killed), want_list, "after kill -9");
+    assert_eq!(snapshot(&killed, name), want, "after kill -9");
+    want_list
+}
+
 #[test]
 fn tpe_gives_the_same_trials_and_bytes_in_one_process_jobs_shards_and_after_kill_9() {
     let tmp = tempfile::tempdir().unwrap();
     let g = tpe_grid(tmp.path(), "tpe.toml", 1000);
-    let reference = tmp.path().join("one");
-    let out = sweep(&g, &reference, &[]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let list = same_every_way(&g, "tpe", 16, tmp.path());
+    assert!(list.contains("all 16 trials decided"), "{list}");
+    assert_eq!(trial_values(&list).len(), 16, "{list}");
+    let out = sweep(&g, &tmp.path().join("one"), &[]);
     assert!(
         stdout(&out).contains("batch 4 of 4: trials 13-16"),
         "{}",
@@ -361,41 +405,39 @@ fn tpe_gives_the_same_trials_and_bytes_in_one_process_jobs_shards_and_after_kill
         "{}",
         stdout(&out)
     );
-    let want_list = listing(&g, &reference);
-    assert!(want_list.contains("all 16 trials decided"), "{want_list}");
-    assert_eq!(trial_values(&want_list).len(), 16, "{want_list}");
-    let want = snapshot(&reference, "tpe");
-    assert_eq!(want.len(), 16);
+}
 
-    let jobs = tmp.path().join("jobs");
-    let out = sweep(&g, &jobs, &["--jobs", "2"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(listing(&g, &jobs), want_list, "--jobs 2");
-    assert_eq!(snapshot(&jobs, "tpe"), want, "--jobs 2");
-
-    let shards = tmp.path().join("shards");
-    let children: Vec<_> = (0..3)
-        .map(|i| spawn_sweep(&g, &shards, &["--shard", &format!("{i}/3")]))
-        .collect();
-    for child in children {
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", stderr(&out));
-    }
-    assert_eq!(listing(&g, &shards), want_list, "3 shards");
-    assert_eq!(snapshot(&shards, "tpe"), want, "3 shards");
-
-    // Killed with SIGKILL five times at moments spread over the search.
-    let killed = tmp.path().join("killed");
-    for wait_ms in [150u64, 400, 700, 1000, 1300] {
-        let mut child = spawn_sweep(&g, &killed, &[]);
-        std::thread::sleep(std::time::Duration::from_millis(wait_ms));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-    }
-    let out = sweep(&g, &killed, &[]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(listing(&g, &killed), want_list, "after kill -9");
-    assert_eq!(snapshot(&killed, "tpe"), want, "after kill -9");
+#[test]
+fn hyperband_gives_the_same_runs_and_bytes_in_one_process_jobs_shards_and_after_kill_9() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = write(
+        tmp.path(),
+        "hb.toml",
+        &format!(
+            "{}[spec.train]\nepochs = 4\nthreads = 1\n[search]\nhalving = {{ min_epochs = 1, eta = 2, brackets = 2 }}\n[sweep]\n\"train.lr\" = [0.003, 0.01, 0.03, 0.1]\n\"train.momentum\" = [0.0, 0.9]\n",
+            spec_head("hb")
+        ),
+    );
+    let list = same_every_way(&g, "hb", 8, tmp.path());
+    assert!(
+        list.contains("bracket 1: 4x1 2x2 1x4; bracket 2: 4x2 2x4; 20 epochs in all"),
+        "{list}"
+    );
+    // Each bracket halves on its own: 3 + 2 runs stopped early.
+    let one = snapshot(&tmp.path().join("one"), "hb");
+    let epochs: Vec<usize> = one.values().map(|v| v.0.len()).collect();
+    assert_eq!(
+        epochs.iter().filter(|&&e| e == 5).count(),
+        3,
+        "header + 4 rows: {epochs:?}"
+    );
+    let out = sweep(&g, &tmp.path().join("hb-bad"), &["--set", "train.epochs=1"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("brackets must be from 1 to 1"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

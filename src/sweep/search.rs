@@ -125,6 +125,15 @@ pub struct Halving {
     pub eta: usize,
     #[serde(default = "default_metric")]
     pub metric: Metric,
+    /// Hyperband (Li et al. 2017): this many brackets of successive
+    /// halving, bracket b starting at min_epochs x eta^b epochs; the
+    /// points are dealt to the brackets in turn (point k to k mod B).
+    #[serde(default = "one")]
+    pub brackets: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 fn default_eta() -> usize {
@@ -158,6 +167,16 @@ impl Halving {
             bail!(
                 "[search] halving: min_epochs must be from 1 to train.epochs ({epochs}), got {}",
                 self.min_epochs
+            );
+        }
+        let rungs = self.rungs(epochs).len();
+        if self.brackets < 1 || self.brackets > rungs {
+            bail!(
+                "[search] halving: brackets must be from 1 to {rungs} (the rungs from min_epochs \
+                 {} to train.epochs {epochs} by eta {}), got {}",
+                self.min_epochs,
+                self.eta,
+                self.brackets
             );
         }
         Ok(())
@@ -283,6 +302,7 @@ mod tests {
             min_epochs: 1,
             eta: 3,
             metric: Metric::ValAcc,
+            brackets: 1,
         };
         assert_eq!(h.rungs(9), vec![1, 3, 9]);
         assert_eq!(h.rungs(10), vec![1, 3, 9, 10]);

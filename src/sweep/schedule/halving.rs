@@ -223,6 +223,7 @@ mod tests {
             min_epochs: 1,
             eta,
             metric,
+            brackets: 1,
         }
     }
 

@@ -13,6 +13,7 @@
 
 mod all;
 pub mod halving;
+mod hyperband;
 mod tpe;
 
 use std::path::Path;
@@ -62,8 +63,8 @@ pub trait Schedule {
     fn best(&self, runs: &[PlannedRun]) -> Result<Option<(String, String)>>;
 }
 
-/// The grid file's method: TPE or successive halving when `[search]`
-/// asks for it, else every point to its full budget (a grid or a random
+/// The grid file's method: TPE, Hyperband or successive halving when
+/// `[search]` asks for it, else every point to its full budget (a grid or a random
 /// search). `sets` and `results_root` resolve the runs a method decides.
 pub fn for_grid(grid: &Grid, sets: &[String], results_root: &Path) -> Box<dyn Schedule> {
     match (&grid.tpe, &grid.halving) {
@@ -73,6 +74,7 @@ pub fn for_grid(grid: &Grid, sets: &[String], results_root: &Path) -> Box<dyn Sc
             sets: sets.to_vec(),
             results_root: results_root.to_path_buf(),
         }),
+        (None, Some(h)) if h.brackets > 1 => Box::new(hyperband::Hyperband(h.clone())),
         (None, Some(h)) => Box::new(halving::SuccessiveHalving(h.clone())),
         (None, None) => Box::new(all::Everything),
     }
