@@ -295,6 +295,49 @@ fn an_environment_variable_that_sets_nothing_is_warned_about() {
     // A correctly spelled variable draws no warning.
     let out = dry_run(&spec, &[], &[("RUNNER_TRAIN__LR", "0.5")]);
     assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+    // Nor did an empty section or key, or an unknown instruction set.
+    let out = dry_run(&spec, &[], &[("RUNNER___", "x")]);
+    assert!(
+        stderr(&out).contains("RUNNER___ is not read"),
+        "{}",
+        stderr(&out)
+    );
+    let out = runner()
+        .args([
+            "bench",
+            "--seconds",
+            "0.01",
+            "--train-batches",
+            "16",
+            "--infer-batches",
+            "none",
+        ])
+        .args(["--variants", "relu+max", "--no-epoch", "--data"])
+        .arg(mnist_dir())
+        .env("RUNNER_SIMD", "bogus")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("RUNNER_SIMD=\"bogus\" is not one of portable, avx2, avx512"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// A value with a second line was read as TOML, whose second line set a
+/// second key that was then dropped without a word.
+#[test]
+fn a_set_value_spanning_lines_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = write(tmp.path(), "lines.toml", "");
+    let out = dry_run(&spec, &["--set", "train.lr=1\ntrain.seed=2"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("one KEY=VALUE per --set, on one line"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// `cargo run` hands the program the variables build.rs sets for the

@@ -301,6 +301,17 @@ fn malformed_grids_are_clear_errors() {
             None,
         ),
         ("[bogus]\nx = 1\n", "unknown field `bogus`", None),
+        // An empty [[exclude]] matched every point: 0 runs, exit 0.
+        (
+            "[sweep]\n\"train.lr\" = [0.1]\n[[exclude]]\n",
+            "[[exclude]] number 1 is empty",
+            None,
+        ),
+        (
+            "[search]\nmethod = \"random\"\nsamples = 0\n[sweep]\n\"train.lr\" = { uniform = [0.1, 0.2] }\n",
+            "samples must be from 1 to 100000, got 0",
+            None,
+        ),
     ];
     for (i, (body, words, line)) in cases.iter().enumerate() {
         let g = grid(tmp.path(), &format!("bad{i}"), body);

@@ -109,7 +109,11 @@ pub fn env_var_for(key: &str) -> String {
 
 /// Whether a `RUNNER_*` name (prefix removed) is one the config reads.
 pub fn env_name_is_read(rest: &str) -> bool {
-    rest.contains(ENV_SECTION_BREAK) || rest.eq_ignore_ascii_case("name")
+    let named = |part: &str| !part.is_empty() && !part.starts_with('_') && !part.ends_with('_');
+    match rest.split_once(ENV_SECTION_BREAK) {
+        Some((section, key)) => named(section) && named(key),
+        None => rest.eq_ignore_ascii_case("name"),
+    }
 }
 
 /// A rule a value must follow: the problem in words when it does not.
@@ -216,5 +220,6 @@ mod tests {
         assert_eq!(env_var_for("name"), "RUNNER_NAME");
         assert!(env_name_is_read("TRAIN__LR") && env_name_is_read("name"));
         assert!(!env_name_is_read("TRAIN_LR"));
+        assert!(!env_name_is_read("__") && !env_name_is_read("TRAIN___LR"));
     }
 }

@@ -35,6 +35,10 @@ impl Layer {
             if key.is_empty() || key.split('.').any(|part| part.is_empty()) {
                 bail!("--set {set:?}: {key:?} is not a key; keys look like train.lr");
             }
+            // TOML would read a second line as a second key, silently.
+            if raw.contains(['\n', '\r']) {
+                bail!("--set {set:?}: one KEY=VALUE per --set, on one line");
+            }
             values.push((key.to_string(), parse_value(raw.trim())));
         }
         Ok(Layer {
@@ -135,9 +139,7 @@ impl<'a> Sources<'a> {
 
 fn env_provider() -> Env {
     Env::prefixed(ENV_PREFIX)
-        .filter(|key| {
-            key.as_str().contains(ENV_SECTION_BREAK) || key.as_str().eq_ignore_ascii_case("name")
-        })
+        .filter(|key| super::keys::env_name_is_read(key.as_str()))
         .split(ENV_SECTION_BREAK)
 }
 

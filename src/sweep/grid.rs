@@ -383,7 +383,13 @@ fn sampled_axis(
             return Err(at(
                 file,
                 &["search", "samples"],
-                format!("[search] samples must be from 1 to {MAX_POINTS}, got {other:?}"),
+                match other {
+                    Some(n) => format!("[search] samples must be from 1 to {MAX_POINTS}, got {n}"),
+                    None => format!(
+                        "[search] samples must be set: method = \"random\" draws samples = N \
+                         (1 to {MAX_POINTS})"
+                    ),
+                },
             ))
         }
     };
@@ -454,7 +460,11 @@ impl Grid {
         let base = base_of(file, parsed.base.as_deref())?;
         let (axes, tpe) = axes_of(file, &parsed, &known)?;
         for (what, entries) in [("exclude", &parsed.exclude), ("include", &parsed.include)] {
-            for entry in entries {
+            for (n, entry) in entries.iter().enumerate() {
+                if entry.is_empty() {
+                    // An empty table matches every point: it would drop them all.
+                    bail!("{}: [[{what}]] number {} is empty", file.display(), n + 1);
+                }
                 for key in entry.keys() {
                     check_key(file, what, key, &known)?;
                 }

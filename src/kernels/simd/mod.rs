@@ -201,15 +201,21 @@ fn detected() -> Isa {
 }
 
 /// The instruction set the kernels use: the CPU's best, capped by
-/// `RUNNER_SIMD` when it names one (an unknown name is ignored: the
-/// variable only ever slows things down, it cannot break a run).
+/// `RUNNER_SIMD` when it names one (an unknown name draws a warning and
+/// is ignored: the variable only ever slows things down).
 pub fn isa() -> Isa {
     static CHOSEN: OnceLock<Isa> = OnceLock::new();
     *CHOSEN.get_or_init(|| {
         let cap = match std::env::var("RUNNER_SIMD").as_deref() {
             Ok("portable") => Isa::Portable,
             Ok("avx2") => Isa::Avx2,
-            _ => Isa::Avx512,
+            Ok("avx512") | Err(_) => Isa::Avx512,
+            Ok(other) => {
+                eprintln!(
+                    "warning: RUNNER_SIMD={other:?} is not one of portable, avx2, avx512: ignored"
+                );
+                Isa::Avx512
+            }
         };
         detected().min(cap)
     })
