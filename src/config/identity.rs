@@ -1,6 +1,8 @@
 //! A run's identity: the hash of everything that decides its numbers,
 //! and the readable label its folder begins with.
 
+use std::sync::OnceLock;
+
 use sha2::{Digest, Sha256};
 
 use super::schema::RunConfig;
@@ -23,8 +25,12 @@ impl RunConfig {
     /// make a new run; so are keys marked `hashed_when_set` while at their
     /// default, so adding a key keeps every existing run's hash.
     pub fn result_hash(&self) -> String {
+        // Every run folder's status check hashes its config: the defaults
+        // are serialized once per process, not once per hash.
+        static DEFAULTS: OnceLock<serde_json::Value> = OnceLock::new();
+        let defaults = DEFAULTS
+            .get_or_init(|| serde_json::to_value(RunConfig::default()).expect("config serializes"));
         let mut value = serde_json::to_value(self).expect("config serializes");
-        let defaults = serde_json::to_value(RunConfig::default()).expect("config serializes");
         for key in RunConfig::keys() {
             let at_default = || defaults.get(key.section()).and_then(|t| t.get(key.leaf()));
             let Some(table) = value.get_mut(key.section()).and_then(|t| t.as_object_mut()) else {
